@@ -1,0 +1,60 @@
+"""Algorithm registry: the only module that imports ``repthesis.algos`` (STYLE.md §1).
+
+Each name maps to (config class, the preset of switches that defines the method, make_train).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+from repthesis.algos import a3c
+
+
+class Algo(NamedTuple):
+    config_cls: type
+    preset: dict  # switches that make this method out of its family's config
+    make_train: Callable[..., Any]
+    summary: str
+
+
+ALGOS: dict[str, Algo] = {
+    "a3c": Algo(a3c.A3CConfig, {}, a3c.make_train, "A3C-LSTM baseline (Alg. 2)"),
+    "sa3c": Algo(a3c.A3CConfig, {"unit": "sa"}, a3c.make_train, "stochastic activation A3C (Alg. 1)"),
+    "fsa3c": Algo(a3c.A3CConfig, {"unit": "fsa"}, a3c.make_train, "fully-stochastic A3C (§2.4.1)"),
+    "hpa3c": Algo(a3c.A3CConfig, {"unit": "hp"}, a3c.make_train, "hierarchical-prior A3C (Alg. 3)"),
+    "noisynet-a3c": Algo(a3c.A3CConfig, {"noisy": "v1"}, a3c.make_train,
+                         "NoisyNet A3C-LSTM; --noisy=v1|v2|v3 (App. 2.G)"),
+    "noisynet-sa3c": Algo(a3c.A3CConfig, {"unit": "sa", "noisy": "v1"}, a3c.make_train,
+                          "NoisyNet + SA3C (App. 2.G)"),
+    "dropout-a3c": Algo(a3c.A3CConfig, {"unit": "dropout"}, a3c.make_train, "dropout stochastic units (App. 2.F)"),
+}
+
+
+class ConfigError(ValueError):
+    """Bad algorithm name or config field; the message is one line naming the valid choices."""
+
+
+def get_algo(name: str) -> Algo:
+    if name not in ALGOS:
+        raise ConfigError(f"unknown --algo={name!r}; valid: {', '.join(ALGOS)}")
+    return ALGOS[name]
+
+
+def config_fields(algo: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(get_algo(algo).config_cls)}
+
+
+def make_config(algo: str, overrides: dict[str, Any] | None = None):
+    """Config for ``algo``: family defaults, then the method's preset, then ``overrides``."""
+    spec = get_algo(algo)
+    fields = config_fields(algo)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {', '.join(unknown)} for --algo={algo}; "
+                          f"valid: {', '.join(fields)}")
+    try:
+        return spec.config_cls(**{**spec.preset, **overrides})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None

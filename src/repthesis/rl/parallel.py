@@ -1,0 +1,46 @@
+"""Data parallelism written once: a 1-D device mesh, shard_map over it, gradient all-reduce.
+
+Per-environment leaves of a learner state are split over the mesh axis; parameters,
+optimiser state and counters are replicated. Every update averages gradients with
+``lax.pmean`` over ``DATA_AXIS`` (STYLE.md §10), so K devices with B/K envs each compute the
+same update as one device with B envs. Multi-host runs are the same program after
+``jax.distributed.initialize()`` (see ``launch/``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: int) -> Mesh:
+    devices = jax.devices()
+    if num_devices < 1 or num_devices > len(devices):
+        raise ValueError(
+            f"--devices={num_devices}: this host has {len(devices)} {devices[0].platform} device(s); "
+            f"valid: 1..{len(devices)}"
+        )
+    return Mesh(np.array(devices[:num_devices]), (DATA_AXIS,))
+
+
+def batch_spec(batched: bool) -> P:
+    return P(DATA_AXIS) if batched else P()
+
+
+def shard_program(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
+    """jit(shard_map(fn)) over ``mesh``; ``fn`` may use collectives over ``DATA_AXIS``."""
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs))
+
+
+def pmean(tree):
+    """Average a pytree (gradients, metrics) over the data axis."""
+    return jax.lax.pmean(tree, DATA_AXIS)
+
+
+def psum(tree):
+    return jax.lax.psum(tree, DATA_AXIS)
