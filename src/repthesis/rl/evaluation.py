@@ -1,0 +1,75 @@
+"""Episode evaluation of recurrent actor-critic policies, with the thesis protocol's modes (§2.5.2).
+
+* ``map``: stochastic units replaced by their means, NoisyNet weights by theirs, greedy action.
+* ``vote-K``: K sampled activations give K policies; each picks its greedy action and the
+  majority wins (ties: lowest action index). ``vote-1`` is one sampled policy.
+Each evaluation env plays one episode from its own seed; returns are unclipped.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def parse_mode(mode: str) -> int:
+    """0 for 'map', K for 'vote-K'; raises ValueError naming the valid forms."""
+    if mode == "map":
+        return 0
+    if mode.startswith("vote-") and mode[5:].isdigit() and int(mode[5:]) > 0:
+        return int(mode[5:])
+    raise ValueError(f"unknown evaluation mode {mode!r}; valid: map, vote-K (K >= 1, e.g. vote-1, vote-5, vote-50)")
+
+
+def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str, max_steps: int | None = None):
+    """Returns jitted ``run(params, seeds[N]) -> dict`` with per-episode returns and lengths,
+    per-step value variance across the K sampled activations, and the entropy of the voted
+    actions' empirical distribution (for the §2.6 analyses)."""
+    samples = parse_mode(mode)
+    max_steps = max_steps or env.max_episode_steps
+
+    @jax.jit
+    def run(params, seeds):
+        n = seeds.shape[0]
+        keys = jax.vmap(lambda s: jax.random.PRNGKey(s))(seeds)
+        obs, env_state = jax.vmap(env.reset)(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys))
+        carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (n,) + c.shape), initial_carry)
+
+        def step(c, t):
+            env_state, obs, carry, reset, done, ret, length = c
+            # Noise keys fixed per episode: the policy folds in t itself where noise is per step.
+            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+            if samples == 0:
+                new_carry, out = policy(params, carry, obs.astype(jnp.float32), reset, step_keys, t, True)
+                action = jnp.argmax(out.logits, -1)
+                value_var = jnp.zeros_like(out.value)
+                action_entropy = jnp.zeros_like(out.value)
+            else:
+                sample_keys = jax.vmap(lambda k: jax.random.split(k, samples))(step_keys)  # [N, K, 2]
+                outs = jax.vmap(
+                    lambda k: policy(params, carry, obs.astype(jnp.float32), reset, k, t, False),
+                    in_axes=1, out_axes=0,
+                )(sample_keys)
+                new_carry = jax.tree.map(lambda x: x[0], outs[0])
+                greedy = jnp.argmax(outs[1].logits, -1)  # [K, N]
+                counts = jax.vmap(lambda a: jnp.bincount(a, length=num_actions), in_axes=1)(greedy)  # [N, A]
+                action = jnp.argmax(counts, -1)
+                value_var = jnp.var(outs[1].value, axis=0, ddof=1) if samples > 1 else jnp.zeros(n)
+                p = counts / samples
+                action_entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(p), 0.0), -1)
+            env_keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), t))(keys)
+            res = jax.vmap(env.step)(env_keys, env_state, action)
+            alive = ~done
+            ret = ret + jnp.where(alive, res.reward, 0.0)
+            length = length + alive
+            ended = res.terminated | res.truncated
+            new_done = done | ended
+            return (res.state, res.obs, new_carry, ended, new_done, ret, length), (value_var, action_entropy, alive)
+
+        init = (env_state, obs, carry, jnp.ones((n,), bool), jnp.zeros((n,), bool),
+                jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32))
+        (_, _, _, _, done, ret, length), (value_var, entropy, alive) = jax.lax.scan(step, init, jnp.arange(max_steps))
+        return {"returns": ret, "lengths": length, "finished": done,
+                "value_var": value_var, "action_entropy": entropy, "alive": alive}
+
+    return run

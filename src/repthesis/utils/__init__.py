@@ -1,0 +1,1 @@
+"""Run plumbing shared by every entry point: checkpoints, metric logs, plots."""

@@ -1,0 +1,87 @@
+"""Metrics of a run: CSV (the source of truth), TensorBoard events and a curve PNG."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+
+class MetricsLog:
+    """Append-only CSV whose rows are keyed by ``env_steps``; TensorBoard mirrors each row."""
+
+    def __init__(self, out_dir: str, tensorboard: bool = True):
+        self.path = os.path.join(out_dir, "metrics.csv")
+        self.out_dir = out_dir
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(out_dir, "tb"))
+
+    def rows(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, env_steps: int) -> None:
+        """On resume, drop rows past the restored checkpoint; they are recomputed identically."""
+        rows = [r for r in self.rows() if int(float(r["env_steps"])) <= env_steps]
+        self._rewrite(rows)
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        tmp = self.path + ".tmp"
+        fields = list(rows[0]) if rows else []
+        with open(tmp, "w", newline="") as f:
+            if rows:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+        os.replace(tmp, self.path)  # atomic: a crash never leaves a half-written metrics file
+
+    def append(self, row: dict) -> None:
+        rows = self.rows()
+        fields = list(rows[0]) if rows else list(row)
+        for k in row:
+            if k not in fields:
+                fields.append(k)
+        rows.append({k: row.get(k, "") for k in fields})
+        self._rewrite([{k: r.get(k, "") for k in fields} for r in rows])
+        if self._tb is not None:
+            step = int(row["env_steps"])
+            for k, v in row.items():
+                if k != "env_steps" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()
+
+
+def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", "val_return")) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        pts = [(float(r["env_steps"]), float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
+        pts = [(x, y) for x, y in pts if math.isfinite(y)]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o" if key == "val_return" else None, ms=3,
+                    label={"episode_return": "training episodes", "val_return": "validation (MAP)"}.get(key, key))
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,73 @@
+"""The A3C-family network: every switch gets gradients everywhere, resets, MAP determinism."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from repthesis.nn import ActorCritic
+from repthesis.nn.stochastic import NOISY_STREAM, STOCHASTIC_STREAM
+
+OBS = jnp.linspace(-1, 1, 10 * 10 * 4).reshape(10, 10, 4)
+
+
+def make(**kw):
+    net = ActorCritic(num_actions=3, torso_size=16, core_size=8, fc_size=8, **kw)
+    rngs = {"params": jax.random.PRNGKey(0), STOCHASTIC_STREAM: jax.random.PRNGKey(1), NOISY_STREAM: jax.random.PRNGKey(2)}
+    params = net.init(rngs, net.initial_carry(), OBS, jnp.array(True))
+    return net, params
+
+
+def unroll(net, params, key, steps=3, deterministic=False):
+    """Two-step-dependent loss so recurrent parameters (and HPA3C's prior) get gradients."""
+    carry, total = net.initial_carry(), 0.0
+    for t in range(steps):
+        rngs = {STOCHASTIC_STREAM: jax.random.fold_in(key, t), NOISY_STREAM: jax.random.fold_in(key, 100 + t)}
+        carry, out = net.apply(params, carry, OBS * (t + 1), jnp.array(t == 0), deterministic, rngs=rngs)
+        total = total + jnp.sum(out.logits ** 2) + out.value ** 2 + out.kl
+    return total
+
+
+CASES = [dict(unit=u) for u in ("none", "sa", "fsa", "hp", "dropout")] + [
+    dict(noisy=v) for v in ("v1", "v2", "v3")] + [dict(unit="sa", noisy="v1", noisy_factorised=False)]
+
+
+@pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+def test_gradient_reaches_every_parameter(kw):
+    net, params = make(**kw)
+    grads = jax.grad(unroll, argnums=1)(net, params, jax.random.PRNGKey(3))
+    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    dead = [jax.tree_util.keystr(path) for path, g in flat if not np.any(np.asarray(g) != 0)]
+    assert not dead, f"no gradient reaches {dead}"
+
+
+@pytest.mark.parametrize("kw", [dict(unit="sa"), dict(unit="fsa"), dict(unit="hp"), dict(unit="dropout"),
+                                dict(noisy="v3")], ids=str)
+def test_same_rng_same_output_different_rng_different_output_map_deterministic(kw):
+    net, params = make(**kw)
+    f = lambda key, det=False: unroll(net, params, key, deterministic=det)  # noqa: E731
+    assert f(jax.random.PRNGKey(7)) == f(jax.random.PRNGKey(7))
+    assert f(jax.random.PRNGKey(7)) != f(jax.random.PRNGKey(8))
+    assert f(jax.random.PRNGKey(7), True) == f(jax.random.PRNGKey(8), True)
+
+
+def test_reset_zeroes_the_memory():
+    net, params = make(unit="hp")
+    carry, _ = net.apply(params, net.initial_carry(), OBS, jnp.array(True), True)
+    _, fresh = net.apply(params, net.initial_carry(), -OBS, jnp.array(True), True)
+    _, after_reset = net.apply(params, carry, -OBS, jnp.array(True), True)
+    _, continued = net.apply(params, carry, -OBS, jnp.array(False), True)
+    np.testing.assert_allclose(after_reset.logits, fresh.logits, rtol=1e-6)
+    assert not np.allclose(continued.logits, fresh.logits)
+
+
+@pytest.mark.parametrize("placement", ["value", "policy"])
+def test_placement_routes_noise_to_one_head_only(placement):
+    net, params = make(unit="sa", placement=placement, log_var=0.0)
+    outs = [net.apply(params, net.initial_carry(), OBS, jnp.array(True), rngs={STOCHASTIC_STREAM: jax.random.PRNGKey(k)})[1]
+            for k in (1, 2)]
+    value_noisy = not np.allclose(outs[0].value, outs[1].value)
+    policy_noisy = not np.allclose(outs[0].logits, outs[1].logits)
+    assert (value_noisy, policy_noisy) == ((True, False) if placement == "value" else (False, True))
