@@ -197,7 +197,7 @@ def run(args, cfg) -> int:
         if restored is None:
             print(f"repthesis.train: error: --resume: no readable checkpoint in {ckpts.directory}", file=sys.stderr)
             return 2
-        state = restored
+        state = trainer.place(restored)
         start_chunk = int(state.update_step) // cfg.updates_per_chunk
         log.truncate_after(int(state.update_step) * cfg.steps_per_update)
         vals = [float(r["val_return"]) for r in log.rows() if r.get("val_return") not in (None, "", "nan")]

@@ -159,6 +159,7 @@ class Trainer(NamedTuple):
     network: ActorCritic
     init: Any  # rng -> LearnerState
     run_chunk: Any  # LearnerState -> (LearnerState, metrics), jitted, data-parallel
+    place: Any  # LearnerState (e.g. restored from disk) -> the same, laid out on the device mesh
     train: Any  # rng -> (LearnerState, per-chunk metrics): the whole run, one jitted program
     policy: Any  # (params, carry[B], obs[B], reset[B], keys[B], deterministic) -> (carry, out)
 
@@ -263,11 +264,11 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
         env_rng, iteration_keys, step_keys = keys[:, 0], keys[:, 1], keys[:, 2]
         init_carry = state.carry
         state, traj, bootstrap_value, (return_sum, episodes) = rollout(state, iteration_keys, step_keys)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, init_carry, traj, bootstrap_value,
-                                                          iteration_keys)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(parallel.per_device(state.params), init_carry, traj,
+                                                          bootstrap_value, iteration_keys)
         grads = parallel.pmean(grads)  # the gradient all-reduce of data-parallel training
         metrics = parallel.pmean(metrics)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         state = state.replace(params=params, opt_state=opt_state, env_rng=env_rng,
@@ -285,6 +286,11 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     specs = state_specs(abstract)
     run_chunk = parallel.shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
+    shardings = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), specs)
+
+    def place(state: LearnerState) -> LearnerState:
+        """Lay a state out as ``run_chunk`` returns it, so the chunk compiles exactly once."""
+        return jax.device_put(state, shardings)
 
     @jax.jit
     def train(rng):
@@ -293,4 +299,5 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
 
         return jax.lax.scan(body, init(rng), None, cfg.num_chunks)
 
-    return Trainer(cfg, env, network, jax.jit(init), run_chunk, train, policy)
+    jit_init = jax.jit(init)
+    return Trainer(cfg, env, network, lambda rng: place(jit_init(rng)), run_chunk, place, train, policy)

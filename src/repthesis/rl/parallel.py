@@ -13,7 +13,7 @@ from typing import Callable
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -33,8 +33,28 @@ def batch_spec(batched: bool) -> P:
 
 
 def shard_program(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
-    """jit(shard_map(fn)) over ``mesh``; ``fn`` may use collectives over ``DATA_AXIS``."""
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs))
+    """jit(shard_map(fn)) over ``mesh``; ``fn`` may use collectives over ``DATA_AXIS``.
+
+    Inputs and outputs are pinned to the specs' shardings, so feeding an output back in
+    (chunk after chunk) hits the compilation cache instead of recompiling.
+    """
+    to_sharding = lambda spec: NamedSharding(mesh, spec)  # noqa: E731
+    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    return jax.jit(
+        jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs),
+        in_shardings=jax.tree.map(to_sharding, in_specs, is_leaf=is_spec),
+        out_shardings=jax.tree.map(to_sharding, out_specs, is_leaf=is_spec),
+    )
+
+
+def per_device(tree):
+    """Mark replicated values (parameters) as per-device before differentiating.
+
+    Under ``shard_map``'s varying-axis typing, the gradient of a replicated input is
+    implicitly psum'd over devices; casting it to varying first keeps each device's gradient
+    local, so the explicit ``pmean`` below is the one all-reduce and it averages.
+    """
+    return jax.tree.map(lambda x: jax.lax.pcast(x, (DATA_AXIS,), to="varying"), tree)
 
 
 def pmean(tree):
