@@ -38,7 +38,7 @@ class A3CConfig:
     """Hyper-parameters; defaults are thesis App. 2.E except the network size (MinAtar-sized)."""
 
     env: str = "Breakout-MinAtar"  # repthesis.envs name
-    total_env_steps: int = 5_000_000  # agent steps over all envs; rounded up to whole chunks
+    total_env_steps: int = 6_000_000  # agent steps over all envs; rounded up to whole chunks
     num_envs: int = 64  # synchronous agents = batch size (App. 2.E: 64)
     rollout_len: int = 20  # t_max (Freeway: 30)
     gamma: float = 0.95  # γ, discount

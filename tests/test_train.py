@@ -1,0 +1,128 @@
+"""The training CLI: bad input fails fast and harmlessly; resume is bit-identical; NaN stops."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from repthesis import train
+from tests.algos.tiny import STEPS_PER_CHUNK, tiny_args
+
+
+def run_cli(argv, capsys):
+    code = train.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--algo=nope"], "valid: a3c, sa3c"),
+    (["--algo=a3c", "--no-such-field=1"], "valid config fields"),
+    (["--algo=a3c", "--num-envs=many"], "expected int"),
+    (["--algo=a3c", "--reward-clip=maybe"], "expected bool"),
+    (["--algo=a3c", "--unit=gaussian"], "valid: none, sa, fsa, hp, dropout"),
+    (["--algo=a3c", "--total-env-steps=-10"], "must be > 0"),
+    (["--algo=a3c", "--env=NoSuchGame"], "valid: CartPole-v1"),
+    (["--algo=a3c", "--env=atari:Seaquest"], "Atari"),
+    (["--algo=a3c", "--devices=64"], "valid: 1.."),
+    (["--algo=a3c", "--preset=atari-nothing"], "valid: atari-seaquest"),
+])
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, capsys, argv, needle):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(argv + [f"--out={out_dir}"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("repthesis.train: error:") and needle in lines[0], err
+    assert not out_dir.exists()
+
+
+def test_resume_on_empty_dir_and_unwritable_out(tmp_path, capsys):
+    code, _, err = run_cli(["--algo=a3c", "--resume", f"--out={tmp_path}"], capsys)
+    assert code == 2 and "no run in" in err and len(err.strip().splitlines()) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["--algo=a3c", f"--out={blocker}/sub"], capsys)
+    assert code == 2 and "not writable" in err and blocker.read_text() == "x"
+
+
+def _checkpoint_arrays(out_dir):
+    from repthesis.utils.checkpoint import CheckpointStore
+    import orbax.checkpoint as ocp
+
+    store = CheckpointStore(os.path.join(out_dir, "checkpoints"))
+    step = store.steps()[-1]
+    tree = store._manager.restore(step, args=ocp.args.StandardRestore())
+    store.close()
+    import jax
+
+    return step, jax.tree_util.tree_flatten_with_path(jax.tree.map(np.asarray, tree))[0]
+
+
+def test_existing_run_is_protected_then_resume_is_bit_identical(tmp_path, capsys):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    common = ["--algo=hpa3c", "--seed=3", "--no-progress"] + tiny_args()
+    assert run_cli(common + [f"--out={full}", f"--total-env-steps={4 * STEPS_PER_CHUNK}"], capsys)[0] == 0
+    assert run_cli(common + [f"--out={part}", f"--total-env-steps={2 * STEPS_PER_CHUNK}"], capsys)[0] == 0
+
+    # starting over an existing run without --resume is refused and changes nothing
+    before = {p: open(p, "rb").read() for p in glob.glob(f"{part}/*.*")}
+    code, _, err = run_cli(common + [f"--out={part}"], capsys)
+    assert code == 2 and "--resume" in err
+    assert before == {p: open(p, "rb").read() for p in glob.glob(f"{part}/*.*")}
+    # resuming with a different hyper-parameter is refused too
+    code, _, err = run_cli(common[:3] + tiny_args(gamma=0.5) + [f"--out={part}", "--resume"], capsys)
+    assert code == 2 and "gamma" in err
+
+    code, out, _ = run_cli(common + [f"--out={part}", "--resume", f"--total-env-steps={4 * STEPS_PER_CHUNK}"], capsys)
+    assert code == 0 and "resumed from checkpoint" in out
+    step_full, a = _checkpoint_arrays(full)
+    step_part, b = _checkpoint_arrays(part)
+    assert step_full == step_part == 4 * STEPS_PER_CHUNK
+    assert [p for p, _ in a] == [p for p, _ in b]
+    for (path, x), (_, y) in zip(a, b):
+        np.testing.assert_array_equal(x, y, err_msg=str(path))
+    rows = lambda d: open(os.path.join(d, "metrics.csv")).read().splitlines()  # noqa: E731
+    strip = lambda lines: [",".join(c for i, c in enumerate(l.split(",")) if i not in drop) for l in lines]  # noqa: E731
+    header = rows(full)[0].split(",")
+    drop = {header.index("sps"), header.index("wall_time")}
+    assert strip(rows(full)) == strip(rows(part))
+    for name in ("curve.png", "config.json"):
+        assert os.path.getsize(os.path.join(part, name)) > 0
+    assert json.load(open(os.path.join(part, "config.json")))["algo"] == "hpa3c"
+
+
+def test_corrupt_newest_checkpoint_falls_back_with_warning(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    common = ["--algo=a3c", "--no-progress", f"--out={out}"] + tiny_args()
+    assert run_cli(common + [f"--total-env-steps={3 * STEPS_PER_CHUNK}"], capsys)[0] == 0
+    newest = os.path.join(out, "checkpoints", str(3 * STEPS_PER_CHUNK))
+    for f in glob.glob(f"{newest}/**/*", recursive=True):
+        if os.path.isfile(f):
+            with open(f, "wb") as fh:
+                fh.write(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        code, out_text, _ = run_cli(common + ["--resume", f"--total-env-steps={4 * STEPS_PER_CHUNK}"], capsys)
+    assert code == 0
+    assert f"resumed from checkpoint at env step {2 * STEPS_PER_CHUNK}" in out_text
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    # An absurd learning rate overflows the parameters within a few updates.
+    argv = ["--algo=a3c", "--no-progress", f"--out={out}", "--learning-rate=1e35", "--max-grad-norm=1e30",
+            f"--total-env-steps={6 * STEPS_PER_CHUNK}"] + tiny_args()
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1
+    assert "non-finite loss" in err and "Last good checkpoint" in err
+    from repthesis.utils.checkpoint import CheckpointStore
+
+    store = CheckpointStore(os.path.join(out, "checkpoints"))
+    for step in store.steps():  # whatever was saved before the blow-up is finite
+        import orbax.checkpoint as ocp
+        import jax
+
+        tree = store._manager.restore(step, args=ocp.args.StandardRestore())
+        assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(tree) if np.asarray(x).dtype.kind == "f")
+    store.close()
