@@ -204,12 +204,19 @@ def run(args, cfg) -> int:
         best_val = max(vals, default=-math.inf)
         print(f"resumed from checkpoint at env step {step} ({start_chunk}/{cfg.num_chunks} chunks done)")
 
-    validate = None
+    validate = analyse = None
+    random_return = None
     if cfg.val_episodes > 0:
-        validate = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
-                                       trainer.env.num_actions, "map")
+        runner = lambda mode: make_episode_runner(  # noqa: E731
+            trainer.env, trainer.policy, trainer.network.initial_carry(), trainer.env.num_actions, mode)
+        validate = runner("map")
+        # §2.6.2: variance of V over 5 sampled activations, tracked over training (Fig. 2.5).
+        if cfg.unit != "none" or cfg.noisy != "none":
+            analyse = runner("vote-5")
         # The validation seed is never a training seed: training uses PRNGKey(seed) splits.
         val_seeds = np.arange(cfg.val_episodes, dtype=np.uint32) + np.uint32(1_000_000 + args.seed)
+        random_return = float(np.mean(np.asarray(runner("random")(state.params, val_seeds)["returns"])))
+        print(f"uniform random policy on the validation seeds: return {random_return:.2f}")
 
     bar = tqdm(total=cfg.num_chunks * cfg.steps_per_chunk, initial=start_chunk * cfg.steps_per_chunk,
                unit="step", unit_scale=True, disable=args.no_progress, dynamic_ncols=True)
@@ -236,6 +243,10 @@ def run(args, cfg) -> int:
             if validate is not None:
                 val = validate(state.params, val_seeds)
                 row["val_return"] = float(np.mean(np.asarray(val["returns"])))
+                if analyse is not None:
+                    a = analyse(state.params, val_seeds)
+                    alive = np.asarray(a["alive"])
+                    row["val_value_var"] = float(np.asarray(a["value_var"])[alive].mean())
                 if row["val_return"] > best_val:
                     best_val = row["val_return"]
                     best.save(env_steps, {"params": state.params, "val_return": np.float32(best_val)})
@@ -249,12 +260,17 @@ def run(args, cfg) -> int:
                   f"loss {metrics['loss']:.4f}  entropy {metrics['entropy']:.3f}  sps {row['sps']:.0f}"
                   + (f"  val {row['val_return']:.2f}" if "val_return" in row else ""), flush=True)
         if "val_return" in row or final:
-            plot_curve(log.rows(), os.path.join(out, "curve.png"), f"{args.algo} on {cfg.env} (seed {args.seed})")
+            plot_curve(log.rows(), os.path.join(out, "curve.png"), f"{args.algo} on {cfg.env} (seed {args.seed})",
+                       baseline=random_return)
     bar.close()
     log.close()
     ckpts.close()
     best.close()
     print(f"done: {cfg.num_chunks * cfg.steps_per_chunk} env steps in {time.time() - t_start:.0f}s")
+    vals = [float(r["val_return"]) for r in log.rows() if r.get("val_return") not in (None, "")]
+    if vals and random_return is not None:
+        print(f"  validation return (MAP): first {vals[0]:.2f}, last {vals[-1]:.2f}, best {max(vals):.2f}; "
+              f"uniform random policy {random_return:.2f}")
     print(f"  curve:      {os.path.join(out, 'curve.png')}")
     print(f"  metrics:    {log.path}")
     print(f"  tensorboard:{os.path.join(out, 'tb')}")

@@ -1,8 +1,9 @@
 """Episode evaluation of recurrent actor-critic policies, with the thesis protocol's modes (§2.5.2).
 
 * ``map``: stochastic units replaced by their means, NoisyNet weights by theirs, greedy action.
-* ``vote-K``: K sampled activations give K policies; each picks its greedy action and the
-  majority wins (ties: lowest action index). ``vote-1`` is one sampled policy.
+* ``random``: uniform random actions (the baseline a learning curve is compared with).
+* ``vote-K``: K sampled activations give K policies; each picks its greedy action (or samples
+  one, ``sample_actions``) and the majority wins (ties: lowest action index). ``vote-1`` is one sampled policy.
 Each evaluation env plays one episode from its own seed; returns are unclipped.
 """
 
@@ -13,18 +14,23 @@ import jax.numpy as jnp
 
 
 def parse_mode(mode: str) -> int:
-    """0 for 'map', K for 'vote-K'; raises ValueError naming the valid forms."""
+    """0 for 'map', K for 'vote-K', −1 for 'random'; raises ValueError naming the valid forms."""
     if mode == "map":
         return 0
+    if mode == "random":
+        return -1
     if mode.startswith("vote-") and mode[5:].isdigit() and int(mode[5:]) > 0:
         return int(mode[5:])
-    raise ValueError(f"unknown evaluation mode {mode!r}; valid: map, vote-K (K >= 1, e.g. vote-1, vote-5, vote-50)")
+    raise ValueError(f"unknown evaluation mode {mode!r}; valid: map, vote-K (K >= 1, e.g. vote-1, vote-5, vote-50), random")
 
 
-def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str, max_steps: int | None = None):
+def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str, max_steps: int | None = None,
+                        sample_actions: bool = False, record_obs: bool = False):
     """Returns jitted ``run(params, seeds[N]) -> dict`` with per-episode returns and lengths,
-    per-step value variance across the K sampled activations, and the entropy of the voted
-    actions' empirical distribution (for the §2.6 analyses)."""
+    per-step value variance across the K sampled activations (Figs 2.4/2.5) and the entropy of
+    the K actions' empirical distribution (Fig 2.6). ``sample_actions`` makes each sampled
+    policy draw its action (Boltzmann exploration, as in training) instead of taking its argmax.
+    ``record_obs`` also returns every observation ([T, N, ...]) for episode GIFs."""
     samples = parse_mode(mode)
     max_steps = max_steps or env.max_episode_steps
 
@@ -39,7 +45,12 @@ def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str,
             env_state, obs, carry, reset, done, ret, length = c
             # Noise keys fixed per episode: the policy folds in t itself where noise is per step.
             step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-            if samples == 0:
+            if samples == -1:  # uniform random policy: the reference a learning curve must beat
+                new_carry = carry
+                action = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, t), (), 0, num_actions))(
+                    jax.vmap(lambda k: jax.random.fold_in(k, 4))(keys))
+                value_var = action_entropy = jnp.zeros((n,), jnp.float32)
+            elif samples == 0:
                 new_carry, out = policy(params, carry, obs.astype(jnp.float32), reset, step_keys, t, True)
                 action = jnp.argmax(out.logits, -1)
                 value_var = jnp.zeros_like(out.value)
@@ -51,8 +62,13 @@ def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str,
                     in_axes=1, out_axes=0,
                 )(sample_keys)
                 new_carry = jax.tree.map(lambda x: x[0], outs[0])
-                greedy = jnp.argmax(outs[1].logits, -1)  # [K, N]
-                counts = jax.vmap(lambda a: jnp.bincount(a, length=num_actions), in_axes=1)(greedy)  # [N, A]
+                if sample_actions:
+                    action_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(jax.random.fold_in(k, 3), t),
+                                                                      samples))(keys)  # [N, K, 2]
+                    choices = jax.vmap(jax.vmap(jax.random.categorical), in_axes=(1, 0))(action_keys, outs[1].logits)
+                else:
+                    choices = jnp.argmax(outs[1].logits, -1)  # [K, N]
+                counts = jax.vmap(lambda a: jnp.bincount(a, length=num_actions), in_axes=1)(choices)  # [N, A]
                 action = jnp.argmax(counts, -1)
                 value_var = jnp.var(outs[1].value, axis=0, ddof=1) if samples > 1 else jnp.zeros(n)
                 p = counts / samples
@@ -64,12 +80,17 @@ def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str,
             length = length + alive
             ended = res.terminated | res.truncated
             new_done = done | ended
-            return (res.state, res.obs, new_carry, ended, new_done, ret, length), (value_var, action_entropy, alive)
+            per_step = (value_var, action_entropy, alive, obs if record_obs else jnp.zeros(()))
+            return (res.state, res.obs, new_carry, ended, new_done, ret, length), per_step
 
         init = (env_state, obs, carry, jnp.ones((n,), bool), jnp.zeros((n,), bool),
                 jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32))
-        (_, _, _, _, done, ret, length), (value_var, entropy, alive) = jax.lax.scan(step, init, jnp.arange(max_steps))
-        return {"returns": ret, "lengths": length, "finished": done,
-                "value_var": value_var, "action_entropy": entropy, "alive": alive}
+        (_, _, _, _, done, ret, length), (value_var, entropy, alive, frames) = jax.lax.scan(
+            step, init, jnp.arange(max_steps))
+        out = {"returns": ret, "lengths": length, "finished": done,
+               "value_var": value_var, "action_entropy": entropy, "alive": alive}
+        if record_obs:
+            out["obs"] = frames
+        return out
 
     return run

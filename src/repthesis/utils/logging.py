@@ -60,7 +60,8 @@ class MetricsLog:
             self._tb.close()
 
 
-def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", "val_return")) -> str:
+def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", "val_return"),
+               baseline: float | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,6 +75,8 @@ def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", 
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o" if key == "val_return" else None, ms=3,
                     label={"episode_return": "training episodes", "val_return": "validation (MAP)"}.get(key, key))
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", ls="--", label="uniform random policy")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return")
     ax.set_title(title)

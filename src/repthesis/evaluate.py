@@ -1,0 +1,226 @@
+"""Evaluate trained runs with the thesis protocol (§2.5.1–2.5.2) and its analyses (§2.6).
+
+    python -m repthesis.evaluate --run=DIR [--run=DIR ...] [--modes=map,vote-1,vote-5,vote-50]
+        [--test-seeds=10] [--checkpoint=best|latest] [--out=DIR] [--analysis] [--gif]
+
+Protocol: each run's model is the one selected on the validation seed during training
+(``best/``; ``--checkpoint=latest`` takes the newest checkpoint instead); it is tested on
+``--test-seeds`` seeds never used for training or validation, under each mode (MAP, or
+majority vote over K sampled activations). The Markdown table reports per run μ±σ over test
+seeds, "Best" (the run with the highest μ) and "Avg." (mean ± std of the runs' μ), as in
+Tables 2.2/2.3. ``--analysis`` plots, for the first run, the per-step variance of V over 5
+sampled activations (Fig. 2.4), its course over training (Fig. 2.5, from the validation
+logs) and the entropy of 50 sampled actions (Fig. 2.6); ``--gif`` writes an episode GIF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+TEST_SEED_OFFSET = 2_000_000  # test seeds: disjoint from training keys and validation seeds (1_000_000+)
+
+
+def _fail(msg: str) -> int:
+    print(f"repthesis.evaluate: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def load_run(run_dir: str, which: str):
+    """(algo name, config, trainer, params) of a finished or running training run."""
+    import jax
+    import numpy as np
+
+    from repthesis import registry
+    from repthesis.utils.checkpoint import CheckpointStore
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    cfg = registry.make_config(saved["algo"], saved["config"])
+    trainer = registry.get_algo(saved["algo"]).make_train(cfg)
+    state = trainer.init(jax.random.PRNGKey(0))
+    params = None
+    if which == "best" and os.path.isdir(os.path.join(run_dir, "best")):
+        store = CheckpointStore(os.path.join(run_dir, "best"), max_to_keep=1)
+        _, tree = store.restore_latest({"params": state.params, "val_return": np.float32(0)})
+        store.close()
+        params = None if tree is None else tree["params"]
+    if params is None:
+        store = CheckpointStore(os.path.join(run_dir, "checkpoints"))
+        _, restored = store.restore_latest(state)
+        store.close()
+        if restored is None:
+            raise FileNotFoundError(f"no readable checkpoint in {run_dir}")
+        params = restored.params
+    return saved["algo"], cfg, trainer, params
+
+
+def protocol_table(results: dict[str, list[tuple[float, float]]], run_names: list[str]) -> str:
+    """Markdown table: rows = modes, columns = runs (μ±σ), Best, Avg."""
+    import numpy as np
+
+    head = "| mode | " + " | ".join(run_names) + " | Best | Avg. |"
+    lines = [head, "|" + "---|" * (len(run_names) + 3)]
+    for mode, stats in results.items():
+        mus = np.array([m for m, _ in stats])
+        best = int(np.argmax(mus))
+        cells = [f"{m:.2f}±{s:.2f}" for m, s in stats]
+        lines.append(f"| {mode} | " + " | ".join(cells) +
+                     f" | {stats[best][0]:.2f}±{stats[best][1]:.2f} | {mus.mean():.2f}±{mus.std():.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m repthesis.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", action="append", required=True, help="training run directory (repeat for 3 runs)")
+    p.add_argument("--modes", default="map,vote-1,vote-5,vote-50")
+    p.add_argument("--test-seeds", type=int, default=10)
+    p.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    p.add_argument("--out", default=None, help="where to write evaluation.md and plots (default: first --run)")
+    p.add_argument("--analysis", action="store_true", help="value-variance and entropy plots (Figs 2.4–2.6)")
+    p.add_argument("--gif", action="store_true", help="write an episode GIF of the MAP policy")
+    args = p.parse_args(argv)
+
+    from repthesis.rl.evaluation import make_episode_runner, parse_mode
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    try:
+        for m in modes:
+            parse_mode(m)
+    except ValueError as e:
+        return _fail(str(e))
+    if args.test_seeds < 1:
+        return _fail(f"--test-seeds={args.test_seeds} must be >= 1")
+    for run in args.run:
+        if not os.path.exists(os.path.join(run, "config.json")):
+            return _fail(f"--run={run!r} is not a training run (no config.json)")
+    out_dir = args.out or args.run[0]
+    os.makedirs(out_dir, exist_ok=True)
+
+    import numpy as np
+
+    seeds = np.arange(args.test_seeds, dtype=np.uint32) + np.uint32(TEST_SEED_OFFSET)
+    results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    loaded = []
+    for run in args.run:
+        try:
+            algo, cfg, trainer, params = load_run(run, args.checkpoint)
+        except FileNotFoundError as e:
+            return _fail(str(e))
+        loaded.append((algo, cfg, trainer, params))
+        for mode in modes:
+            runner = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
+                                         trainer.env.num_actions, mode)
+            returns = np.asarray(runner(params, seeds)["returns"])
+            results[mode].append((float(returns.mean()), float(returns.std())))
+            print(f"{run}: {mode:8s} {returns.mean():.2f} ± {returns.std():.2f} over {len(seeds)} test seeds")
+    names = [os.path.basename(os.path.normpath(r)) for r in args.run]
+    algo, cfg = loaded[0][0], loaded[0][1]
+    table = protocol_table(results, names)
+    report = os.path.join(out_dir, "evaluation.md")
+    with open(report, "w") as f:
+        f.write(f"# {algo} on {cfg.env}\n\nCheckpoint: {args.checkpoint}; test seeds: {len(seeds)} "
+                f"(from {TEST_SEED_OFFSET}); greedy actions; vote-K = majority over K sampled activations.\n\n")
+        f.write(table + "\n")
+    print(table)
+    print(f"table: {report}")
+    if args.analysis:
+        for path in analysis_plots(args.run[0], loaded[0], out_dir, int(seeds[0])):
+            print(f"plot: {path}")
+    if args.gif:
+        print(f"gif: {episode_gif(loaded[0], out_dir, int(seeds[0]))}")
+    return 0
+
+
+def analysis_plots(run_dir, loaded, out_dir, seed) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from repthesis.rl.evaluation import make_episode_runner
+    from repthesis.utils.logging import MetricsLog
+
+    algo, cfg, trainer, params = loaded
+    paths = []
+    steps = min(700, trainer.env.max_episode_steps)  # §2.6.2 looks at t = 1..700
+    var_run = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
+                                  trainer.env.num_actions, "vote-5", max_steps=steps)
+    out = var_run(params, np.array([seed], np.uint32))
+    alive = np.asarray(out["alive"])[:, 0]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(np.nonzero(alive)[0] + 1, np.asarray(out["value_var"])[alive, 0])
+    ax.set_xlabel("time step")
+    ax.set_ylabel("sample variance of V (N=5)")
+    ax.set_title(f"{algo}: value variance over sampled activations (cf. Fig. 2.4)")
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "value_variance.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    ent_run = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
+                                  trainer.env.num_actions, "vote-50", max_steps=steps, sample_actions=True)
+    out = ent_run(params, np.array([seed], np.uint32))
+    alive = np.asarray(out["alive"])[:, 0]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(np.asarray(out["action_entropy"])[alive, 0], bins=30)
+    ax.set_xlabel("entropy of 50 sampled actions (nats)")
+    ax.set_ylabel("time steps")
+    ax.set_title(f"{algo}: action entropy (cf. Fig. 2.6)")
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "action_entropy.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    rows = [r for r in MetricsLog(run_dir, tensorboard=False).rows() if r.get("val_value_var") not in (None, "")]
+    if rows:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.plot([float(r["env_steps"]) for r in rows], [float(r["val_value_var"]) for r in rows], marker="o")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("mean variance of V (N=5)")
+        ax.set_title(f"{algo}: value variance over training (cf. Fig. 2.5)")
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, "value_variance_training.png"))
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def _frame(obs, scale: int = 16):
+    """An observation as an RGB image: [H, W, C] one-hot channels get a colour each."""
+    import numpy as np
+
+    obs = np.asarray(obs, np.float32)
+    if obs.ndim == 2:
+        obs = obs[..., None]
+    if obs.ndim != 3:
+        obs = obs.reshape(1, -1, 1)
+    c = obs.shape[-1]
+    palette = np.array([[(i * 97) % 255, (i * 57 + 80) % 255, (i * 151 + 160) % 255] for i in range(c)], np.float32)
+    rgb = np.clip(obs @ palette, 0, 255) if c > 1 else np.repeat(obs * 255, 3, -1)
+    return np.kron(rgb, np.ones((scale, scale, 1))).astype(np.uint8)
+
+
+def episode_gif(loaded, out_dir, seed) -> str:
+    import numpy as np
+    from PIL import Image
+
+    from repthesis.rl.evaluation import make_episode_runner
+
+    algo, cfg, trainer, params = loaded
+    runner = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
+                                 trainer.env.num_actions, "map", record_obs=True)
+    out = runner(params, np.array([seed], np.uint32))
+    n = int(np.asarray(out["lengths"])[0])
+    frames = [Image.fromarray(_frame(o)) for o in np.asarray(out["obs"])[: max(n, 1), 0]]
+    path = os.path.join(out_dir, "episode.gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=60, loop=0)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
