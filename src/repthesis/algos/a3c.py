@@ -169,6 +169,7 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
     if cfg.num_envs % num_devices:
         raise ValueError(f"num_envs={cfg.num_envs} must be divisible by --devices={num_devices}")
     mesh = parallel.make_mesh(num_devices)
+    axis = parallel.DATA_AXIS if num_devices > 1 else None  # the update's axis_name for collectives
     network = make_network(cfg, env.num_actions)
     optimizer = optax.chain(
         optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
@@ -211,9 +212,10 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
             action = jax.vmap(jax.random.categorical)(keys[:, 0], out.logits)
             res = jax.vmap(env.step)(keys[:, 1], env_state, action)
             # Time-limit bootstrap: V(final obs) in the same episode, computed only when needed.
+            t_next = t + 1
             trunc_value = jax.lax.cond(
                 jnp.any(res.truncated),
-                lambda: policy(params, carry, res.final_obs, jnp.zeros_like(reset), iteration_keys, t + 1)[1].value,
+                lambda: policy(params, carry, res.final_obs, jnp.zeros_like(reset), iteration_keys, t_next)[1].value,
                 lambda: jnp.zeros_like(out.value),
             )
             done = res.terminated | res.truncated
@@ -264,16 +266,16 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
         env_rng, iteration_keys, step_keys = keys[:, 0], keys[:, 1], keys[:, 2]
         init_carry = state.carry
         state, traj, bootstrap_value, (return_sum, episodes) = rollout(state, iteration_keys, step_keys)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(parallel.per_device(state.params), init_carry, traj,
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(parallel.per_device(state.params, axis), init_carry, traj,
                                                           bootstrap_value, iteration_keys)
-        grads = parallel.pmean(grads)  # the gradient all-reduce of data-parallel training
-        metrics = parallel.pmean(metrics)
+        grads = parallel.pmean(grads, axis)  # the gradient all-reduce of data-parallel training
+        metrics = parallel.pmean(metrics, axis)
         metrics["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         state = state.replace(params=params, opt_state=opt_state, env_rng=env_rng,
                               update_step=state.update_step + 1)
-        return state, (metrics, parallel.psum(jnp.sum(return_sum)), parallel.psum(jnp.sum(episodes)))
+        return state, (metrics, parallel.psum(jnp.sum(return_sum), axis), parallel.psum(jnp.sum(episodes), axis))
 
     def chunk(state: LearnerState):
         state, (metrics, return_sums, episodes) = jax.lax.scan(update, state, None, cfg.updates_per_chunk)

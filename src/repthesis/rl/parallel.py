@@ -35,32 +35,38 @@ def batch_spec(batched: bool) -> P:
 def shard_program(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
     """jit(shard_map(fn)) over ``mesh``; ``fn`` may use collectives over ``DATA_AXIS``.
 
+    On a one-device mesh callers build ``fn`` with ``axis_name=None`` (no collectives), and
+    the program is a plain ``jit``: it then also composes with ``vmap`` over seeds.
+
     Inputs and outputs are pinned to the specs' shardings, so feeding an output back in
     (chunk after chunk) hits the compilation cache instead of recompiling.
     """
     to_sharding = lambda spec: NamedSharding(mesh, spec)  # noqa: E731
     is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    program = fn if mesh.size == 1 else jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
     return jax.jit(
-        jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs),
+        program,
         in_shardings=jax.tree.map(to_sharding, in_specs, is_leaf=is_spec),
         out_shardings=jax.tree.map(to_sharding, out_specs, is_leaf=is_spec),
     )
 
 
-def per_device(tree):
+def per_device(tree, axis_name: str | None = DATA_AXIS):
     """Mark replicated values (parameters) as per-device before differentiating.
 
     Under ``shard_map``'s varying-axis typing, the gradient of a replicated input is
     implicitly psum'd over devices; casting it to varying first keeps each device's gradient
     local, so the explicit ``pmean`` below is the one all-reduce and it averages.
     """
-    return jax.tree.map(lambda x: jax.lax.pcast(x, (DATA_AXIS,), to="varying"), tree)
+    if axis_name is None:
+        return tree
+    return jax.tree.map(lambda x: jax.lax.pcast(x, (axis_name,), to="varying"), tree)
 
 
-def pmean(tree):
-    """Average a pytree (gradients, metrics) over the data axis."""
-    return jax.lax.pmean(tree, DATA_AXIS)
+def pmean(tree, axis_name: str | None = DATA_AXIS):
+    """Average a pytree (gradients, metrics) over ``axis_name``; identity when it is None."""
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
-def psum(tree):
-    return jax.lax.psum(tree, DATA_AXIS)
+def psum(tree, axis_name: str | None = DATA_AXIS):
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
