@@ -33,6 +33,7 @@ BUDGETS = {  # env steps per run
     "paper": 10_000_000,
 }
 ALGOS = ("a3c", "sa3c", "fsa3c", "hpa3c", "noisynet-a3c")
+GAMES = ("Seaquest",) + tuple(g for g in ch2_minatar.GAMES if g != "Seaquest")  # Seaquest first: Tables 2.3/2.5
 TEST_SEEDS = np.arange(10, dtype=np.uint32) + np.uint32(2_000_000)
 
 
@@ -91,10 +92,48 @@ def plot_curves(curves: dict, game: str, path: str) -> None:
     plt.close(fig)
 
 
+def write_report(args, out, steps, games, algos, table22, table23, table25, wall) -> str:
+    """Markdown tables of whatever has finished so far (rewritten after every game)."""
+    dev = jax.devices()[0]
+    lines = [
+        f"# Chapter 2 ablations on MinAtar ({args.budget} budget)", "",
+        f"Command: `python benchmarks/ablation_ch2.py --budget={args.budget} --seeds={args.seeds}`  ",
+        f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
+        f"wall time {wall:.0f}s  ",
+        f"Budget: {steps:,} env steps per run, {args.seeds} seeds (0..{args.seeds - 1}), 64 envs, App. 2.E "
+        f"hyper-parameters (ch2_minatar presets), MinAtar network (MLP 256, LSTM 128, FC 2×128).  ",
+        "Test: final model of each run on 10 test seeds; μ±σ over test episodes; Best = run with highest μ; "
+        "Avg. = mean±std of the runs' μ. vote-5 = majority over 5 sampled activations.", "",
+        "## Table 2.2 form: MAP / vote-5, Best and Avg.", "",
+        "| game | " + " | ".join(f"{a} Best | {a} Avg." for a in algos) + " |",
+        "|---|" + "---|---|" * len(algos),
+    ]
+    for mode in ("map", "vote-5"):
+        lines.append(f"| *{mode}* |" + " |" * (2 * len(algos)))
+        for game in [g for g in games if (g, algos[-1]) in table22]:
+            cells = [c for a in algos for c in table22[(game, a)][mode]]
+            lines.append(f"| {game} | " + " | ".join(cells) + " |")
+    if table23:
+        lines += ["", "## Table 2.3 form: evaluation schemes on Seaquest (Best / Avg.)", "",
+                  "| algo | MAP | vote-1 | vote-5 | vote-50 |", "|---|---|---|---|---|"]
+        for algo, r in table23.items():
+            lines.append(f"| {algo} | " + " | ".join(f"{r[m][0]} / {r[m][1]}" for m in ("map", "vote-1", "vote-5", "vote-50")) + " |")
+    if table25:
+        lines += ["", "## Table 2.5 form: noise resampled per iteration vs per step, Seaquest, MAP (Best / Avg.)", "",
+                  "| algo | per iteration | per step |", "|---|---|---|"]
+        for algo in ("noisynet-a3c", "sa3c"):
+            lines.append(f"| {algo} | {' / '.join(table25[(algo, 'iteration')])} | {' / '.join(table25[(algo, 'step')])} |")
+    lines += ["", "Curves: " + ", ".join(f"`curves_{g}.png`" for g in games if (g, algos[-1]) in table22)]
+    path = os.path.join(out, "results.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="smoke", choices=tuple(BUDGETS))
-    p.add_argument("--games", default=",".join(ch2_minatar.GAMES))
+    p.add_argument("--games", default=",".join(GAMES))
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default=None)
@@ -110,6 +149,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     table22 = {}
     table23 = {}
+    table25 = {}
     for game in games:
         curves = {}
         for algo in algos:
@@ -125,50 +165,21 @@ def main(argv=None) -> int:
             print(f"{game:14s} {algo:14s} MAP best {table22[(game, algo)]['map'][0]:>12s} "
                   f"avg {table22[(game, algo)]['map'][1]:>12s}  ({time.time() - t:.0f}s)", flush=True)
         plot_curves(curves, game, os.path.join(out, f"curves_{game}.png"))
+        if game == "Seaquest":  # Table 2.5: when noise is resampled, both evaluated with MAP
+            for algo, field in (("noisynet-a3c", "weight_noise"), ("sa3c", "activation_noise")):
+                for when in ("iteration", "step"):
+                    default = getattr(registry.make_config(algo), field)
+                    if when == default and ("Seaquest", algo) in table22:  # already trained above
+                        table25[(algo, when)] = table22[("Seaquest", algo)]["map"]
+                        continue
+                    over = {**ch2_minatar.get_config("Seaquest"), field: when}
+                    cfg, trainer, state, _, _ = train_seeds(algo, over, args.seeds, steps)
+                    table25[(algo, when)] = best_avg([test_returns(trainer, state.params, s, "map")
+                                                      for s in range(args.seeds)])
+        write_report(args, out, steps, games, algos, table22, table23, table25, time.time() - t0)
 
-    table25 = {}
-    if "Seaquest" in games:  # Table 2.5: when noise is resampled, both evaluated with MAP
-        for algo, field in (("noisynet-a3c", "weight_noise"), ("sa3c", "activation_noise")):
-            for when in ("iteration", "step"):
-                over = {**ch2_minatar.get_config("Seaquest"), field: when}
-                cfg, trainer, state, _, _ = train_seeds(algo, over, args.seeds, steps)
-                table25[(algo, when)] = best_avg([test_returns(trainer, state.params, s, "map")
-                                                  for s in range(args.seeds)])
-
-    dev = jax.devices()[0]
-    lines = [
-        f"# Chapter 2 ablations on MinAtar ({args.budget} budget)", "",
-        f"Command: `python benchmarks/ablation_ch2.py --budget={args.budget} --seeds={args.seeds}`  ",
-        f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
-        f"wall time {time.time() - t0:.0f}s  ",
-        f"Budget: {steps:,} env steps per run, {args.seeds} seeds (0..{args.seeds - 1}), 64 envs, App. 2.E "
-        f"hyper-parameters (ch2_minatar presets), MinAtar network (MLP 256, LSTM 128, FC 2×128).  ",
-        "Test: final model of each run on 10 test seeds; μ±σ over test episodes; Best = run with highest μ; "
-        "Avg. = mean±std of the runs' μ. vote-5 = majority over 5 sampled activations.", "",
-        "## Table 2.2 form: MAP / vote-5, Best and Avg.", "",
-        "| game | " + " | ".join(f"{a} Best | {a} Avg." for a in algos) + " |",
-        "|---|" + "---|---|" * len(algos),
-    ]
-    for mode in ("map", "vote-5"):
-        lines.append(f"| *{mode}* |" + " |" * (2 * len(algos)))
-        for game in games:
-            cells = [c for a in algos for c in table22[(game, a)][mode]]
-            lines.append(f"| {game} | " + " | ".join(cells) + " |")
-    if table23:
-        lines += ["", "## Table 2.3 form: evaluation schemes on Seaquest (Best / Avg.)", "",
-                  "| algo | MAP | vote-1 | vote-5 | vote-50 |", "|---|---|---|---|---|"]
-        for algo, r in table23.items():
-            lines.append(f"| {algo} | " + " | ".join(f"{r[m][0]} / {r[m][1]}" for m in ("map", "vote-1", "vote-5", "vote-50")) + " |")
-    if table25:
-        lines += ["", "## Table 2.5 form: noise resampled per iteration vs per step, Seaquest, MAP (Best / Avg.)", "",
-                  "| algo | per iteration | per step |", "|---|---|---|"]
-        for algo in ("noisynet-a3c", "sa3c"):
-            lines.append(f"| {algo} | {' / '.join(table25[(algo, 'iteration')])} | {' / '.join(table25[(algo, 'step')])} |")
-    lines += ["", "Curves: " + ", ".join(f"`curves_{g}.png`" for g in games)]
-    path = os.path.join(out, "results.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    path = write_report(args, out, steps, games, algos, table22, table23, table25, time.time() - t0)
+    print(open(path).read())
     print(f"wrote {path}")
     return 0
 

@@ -135,58 +135,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def analysis_plots(run_dir, loaded, out_dir, seed) -> list[str]:
+def _plot(path: str, draw, xlabel: str, ylabel: str, title: str, size=(5, 3)) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def analysis_plots(run_dir, loaded, out_dir, seed) -> list[str]:
     import numpy as np
 
     from repthesis.rl.evaluation import make_episode_runner
     from repthesis.utils.logging import MetricsLog
 
     algo, cfg, trainer, params = loaded
-    paths = []
     steps = min(700, trainer.env.max_episode_steps)  # §2.6.2 looks at t = 1..700
-    var_run = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
-                                  trainer.env.num_actions, "vote-5", max_steps=steps)
-    out = var_run(params, np.array([seed], np.uint32))
-    alive = np.asarray(out["alive"])[:, 0]
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.plot(np.nonzero(alive)[0] + 1, np.asarray(out["value_var"])[alive, 0])
-    ax.set_xlabel("time step")
-    ax.set_ylabel("sample variance of V (N=5)")
-    ax.set_title(f"{algo}: value variance over sampled activations (cf. Fig. 2.4)")
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "value_variance.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
 
-    ent_run = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
-                                  trainer.env.num_actions, "vote-50", max_steps=steps, sample_actions=True)
-    out = ent_run(params, np.array([seed], np.uint32))
-    alive = np.asarray(out["alive"])[:, 0]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(np.asarray(out["action_entropy"])[alive, 0], bins=30)
-    ax.set_xlabel("entropy of 50 sampled actions (nats)")
-    ax.set_ylabel("time steps")
-    ax.set_title(f"{algo}: action entropy (cf. Fig. 2.6)")
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "action_entropy.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    def episode(mode: str, **kw):
+        run = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
+                                  trainer.env.num_actions, mode, max_steps=steps, **kw)
+        out = run(params, np.array([seed], np.uint32))
+        return out, np.asarray(out["alive"])[:, 0]
 
+    out, alive = episode("vote-5")
+    paths = [_plot(os.path.join(out_dir, "value_variance.png"),
+                   lambda ax: ax.plot(np.nonzero(alive)[0] + 1, np.asarray(out["value_var"])[alive, 0]),
+                   "time step", "sample variance of V (N=5)",
+                   f"{algo}: value variance over sampled activations (cf. Fig. 2.4)", size=(7, 3))]
+    ent, ent_alive = episode("vote-50", sample_actions=True)
+    paths.append(_plot(os.path.join(out_dir, "action_entropy.png"),
+                       lambda ax: ax.hist(np.asarray(ent["action_entropy"])[ent_alive, 0], bins=30),
+                       "entropy of 50 sampled actions (nats)", "time steps",
+                       f"{algo}: action entropy (cf. Fig. 2.6)"))
     rows = [r for r in MetricsLog(run_dir, tensorboard=False).rows() if r.get("val_value_var") not in (None, "")]
     if rows:
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot([float(r["env_steps"]) for r in rows], [float(r["val_value_var"]) for r in rows], marker="o")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("mean variance of V (N=5)")
-        ax.set_title(f"{algo}: value variance over training (cf. Fig. 2.5)")
-        fig.tight_layout()
-        paths.append(os.path.join(out_dir, "value_variance_training.png"))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        xs = [float(r["env_steps"]) for r in rows]
+        ys = [float(r["val_value_var"]) for r in rows]
+        paths.append(_plot(os.path.join(out_dir, "value_variance_training.png"),
+                           lambda ax: ax.plot(xs, ys, marker="o"), "environment steps", "mean variance of V (N=5)",
+                           f"{algo}: value variance over training (cf. Fig. 2.5)"))
     return paths
 
 
