@@ -29,7 +29,7 @@ from repthesis.rl.evaluation import make_episode_runner
 
 BUDGETS = {  # env steps per run
     "smoke": 64_000,
-    "cpu": 500_000,
+    "cpu": 1_000_000,
     "paper": 10_000_000,
 }
 ALGOS = ("a3c", "sa3c", "fsa3c", "hpa3c", "noisynet-a3c")
@@ -97,7 +97,7 @@ def write_report(args, out, steps, games, algos, table22, table23, table25, wall
     dev = jax.devices()[0]
     lines = [
         f"# Chapter 2 ablations on MinAtar ({args.budget} budget)", "",
-        f"Command: `python benchmarks/ablation_ch2.py --budget={args.budget} --seeds={args.seeds}`  ",
+        f"Command: `python benchmarks/ablation_ch2.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
         f"wall time {wall:.0f}s  ",
         f"Budget: {steps:,} env steps per run, {args.seeds} seeds (0..{args.seeds - 1}), 64 envs, App. 2.E "

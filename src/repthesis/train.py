@@ -219,7 +219,8 @@ def run(args, cfg) -> int:
         print(f"uniform random policy on the validation seeds: return {random_return:.2f}")
 
     bar = tqdm(total=cfg.num_chunks * cfg.steps_per_chunk, initial=start_chunk * cfg.steps_per_chunk,
-               unit="step", unit_scale=True, disable=args.no_progress, dynamic_ncols=True)
+               unit="step", unit_scale=True, disable=args.no_progress or not sys.stderr.isatty(),
+               dynamic_ncols=True)
     t_start = time.time()
     last_ckpt = ckpts.steps()[-1] if ckpts.steps() else None
     for chunk in range(start_chunk, cfg.num_chunks):

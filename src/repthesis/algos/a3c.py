@@ -252,7 +252,8 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
         estimator = jax.vmap(nstep_returns_and_gae, in_axes=(1, 1, 1, 1, 1, None), out_axes=1)
         returns, advantages = estimator(rewards, values_sg, next_values, discounts, ends, cfg.gae_tau)
         dist = distrax.Categorical(logits=out.logits)
-        value_loss = 0.5 * jnp.mean(jnp.square(returns - values))  # Alg. 1: λ ∂A_t²/∂θ
+        # Alg. 1 accumulates λ ∂A_t²/∂θ; we keep the conventional ½ (λ·½A²) and average over T×B.
+        value_loss = 0.5 * jnp.mean(jnp.square(returns - values))
         policy_loss = -jnp.mean(dist.log_prob(traj.action) * advantages)  # eq. 2.2
         entropy = jnp.mean(dist.entropy())
         kl = jnp.mean(out.kl)  # Alg. 3: ψ · KL(N(μ_t, σ_t²) ‖ N(μ_t^p, σ²))
