@@ -90,7 +90,7 @@ def print_list() -> None:
     for name in envs.list_envs():
         print(f"  {name}")
     print("presets (--preset):")
-    for name, (algo_family, overrides) in PRESETS.items():
+    for name, (_, overrides) in PRESETS.items():
         print(f"  {name:16s} {overrides.get('env', '')}")
 
 

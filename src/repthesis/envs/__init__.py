@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from repthesis.envs.gymnax_env import GymnaxEnv, gymnax_env_names
 
-ATARI_GAMES = ("Seaquest", "BeamRider", "MsPacman", "Boxing", "Breakout", "Qbert", "Freeway")
-
 
 class EnvError(ValueError):
     """Unknown or unavailable environment; the message is one line naming the valid choices."""
@@ -32,4 +30,4 @@ def make(name: str) -> GymnaxEnv:
     raise EnvError(f"unknown env {name!r}; valid: {', '.join(list_envs())}")
 
 
-__all__ = ["make", "list_envs", "EnvError", "GymnaxEnv", "ATARI_GAMES"]
+__all__ = ["make", "list_envs", "EnvError", "GymnaxEnv"]

@@ -28,10 +28,6 @@ def make_mesh(num_devices: int) -> Mesh:
     return Mesh(np.array(devices[:num_devices]), (DATA_AXIS,))
 
 
-def batch_spec(batched: bool) -> P:
-    return P(DATA_AXIS) if batched else P()
-
-
 def shard_program(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
     """jit(shard_map(fn)) over ``mesh``; ``fn`` may use collectives over ``DATA_AXIS``.
 
