@@ -126,3 +126,28 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_p
         tree = store._manager.restore(step, args=ocp.args.StandardRestore())
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(tree) if np.asarray(x).dtype.kind == "f")
     store.close()
+
+
+def test_cli_data_parallel_run_and_resume_on_four_devices(tmp_path):
+    """--devices=4 through the CLI, then --resume: the restored state is re-laid on the mesh."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = str(tmp_path / "dp")
+    code = textwrap.dedent(f"""
+        import jax
+        from repthesis import train
+        from tests.algos.tiny import STEPS_PER_CHUNK, tiny_args
+        common = ["--algo=sa3c", "--devices=4", "--no-progress", "--out={out}"] + tiny_args()
+        assert len(jax.devices()) == 4
+        assert train.main(common + [f"--total-env-steps={{2 * STEPS_PER_CHUNK}}"]) == 0
+        assert train.main(common + ["--resume", f"--total-env-steps={{3 * STEPS_PER_CHUNK}}"]) == 0
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from checkpoint at env step 320" in res.stdout
+    rows = open(os.path.join(out, "metrics.csv")).read().splitlines()
+    assert len(rows) == 1 + 3
