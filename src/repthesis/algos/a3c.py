@@ -169,7 +169,7 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
     if cfg.num_envs % num_devices:
         raise ValueError(f"num_envs={cfg.num_envs} must be divisible by --devices={num_devices}")
     mesh = parallel.make_mesh(num_devices)
-    axis = parallel.DATA_AXIS if num_devices > 1 else None  # the update's axis_name for collectives
+    axis = parallel.axis_name(mesh)  # the update's axis_name for collectives (None on one device)
     network = make_network(cfg, env.num_actions)
     optimizer = optax.chain(
         optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.learning_rate, eps=cfg.adam_eps)
@@ -289,7 +289,7 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     specs = state_specs(abstract)
     run_chunk = parallel.shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
-    shardings = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), specs)
+    shardings = parallel.to_shardings(mesh, specs)
 
     def place(state: LearnerState) -> LearnerState:
         """Lay a state out as ``run_chunk`` returns it, so the chunk compiles exactly once."""

@@ -28,23 +28,27 @@ def make_mesh(num_devices: int) -> Mesh:
     return Mesh(np.array(devices[:num_devices]), (DATA_AXIS,))
 
 
+def axis_name(mesh: Mesh) -> str | None:
+    """The collectives' axis for programs on ``mesh``: None on one device (no collectives)."""
+    return DATA_AXIS if mesh.size > 1 else None
+
+
+def to_shardings(mesh: Mesh, specs):
+    """A pytree of PartitionSpecs as NamedShardings on ``mesh``."""
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda x: isinstance(x, P))
+
+
 def shard_program(fn: Callable, mesh: Mesh, in_specs, out_specs) -> Callable:
     """jit(shard_map(fn)) over ``mesh``; ``fn`` may use collectives over ``DATA_AXIS``.
 
-    On a one-device mesh callers build ``fn`` with ``axis_name=None`` (no collectives), and
+    On a one-device mesh callers build ``fn`` with ``axis_name(mesh)`` = None (no collectives), and
     the program is a plain ``jit``: it then also composes with ``vmap`` over seeds.
 
     Inputs and outputs are pinned to the specs' shardings, so feeding an output back in
     (chunk after chunk) hits the compilation cache instead of recompiling.
     """
-    to_sharding = lambda spec: NamedSharding(mesh, spec)  # noqa: E731
-    is_spec = lambda x: isinstance(x, P)  # noqa: E731
-    program = fn if mesh.size == 1 else jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
-    return jax.jit(
-        program,
-        in_shardings=jax.tree.map(to_sharding, in_specs, is_leaf=is_spec),
-        out_shardings=jax.tree.map(to_sharding, out_specs, is_leaf=is_spec),
-    )
+    program = fn if axis_name(mesh) is None else jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+    return jax.jit(program, in_shardings=to_shardings(mesh, in_specs), out_shardings=to_shardings(mesh, out_specs))
 
 
 def per_device(tree, axis_name: str | None = DATA_AXIS):
