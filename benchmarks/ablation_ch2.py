@@ -25,7 +25,7 @@ import numpy as np
 
 from repthesis import registry
 from repthesis.configs import ch2_minatar
-from repthesis.rl.evaluation import make_episode_runner
+from repthesis.rl.evaluation import runner_for
 
 BUDGETS = {  # env steps per run
     "smoke": 64_000,
@@ -54,8 +54,7 @@ _RUNNERS: dict = {}
 def test_returns(trainer, params_batch, seed_index: int, mode: str) -> np.ndarray:
     key = (id(trainer), mode)
     if key not in _RUNNERS:  # compile each evaluation program once per trained configuration
-        _RUNNERS[key] = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
-                                            trainer.env.num_actions, mode)
+        _RUNNERS[key] = runner_for(trainer, mode)
     runner = _RUNNERS[key]
     params = jax.tree.map(lambda x: x[seed_index], params_batch)
     return np.asarray(runner(params, TEST_SEEDS)["returns"])

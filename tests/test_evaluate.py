@@ -49,12 +49,11 @@ def test_evaluate_writes_table_plots_and_gif(tiny_run, tmp_path, capsys):
 
 
 def test_sampled_activations_give_value_variance_map_gives_none(tiny_run):
-    from repthesis.rl.evaluation import make_episode_runner
+    from repthesis.rl.evaluation import runner_for
 
     _, _, trainer, params = evaluate.load_run(tiny_run, "best")
     seeds = np.arange(2, dtype=np.uint32)
-    mk = lambda mode: make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),  # noqa: E731
-                                          trainer.env.num_actions, mode)
+    mk = lambda mode: runner_for(trainer, mode)  # noqa: E731
     voted = mk("vote-5")(params, seeds)
     alive = np.asarray(voted["alive"])
     assert np.all(np.asarray(voted["value_var"])[alive] > 0)  # log σ² = 0: clearly stochastic

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gif", action="store_true", help="write an episode GIF of the MAP policy")
     args = p.parse_args(argv)
 
-    from repthesis.rl.evaluation import make_episode_runner, parse_mode
+    from repthesis.rl.evaluation import parse_mode, runner_for
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     try:
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(e))
         loaded.append((algo, cfg, trainer, params))
         for mode in modes:
-            runner = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
-                                         trainer.env.num_actions, mode)
+            runner = runner_for(trainer, mode)
             returns = np.asarray(runner(params, seeds)["returns"])
             results[mode].append((float(returns.mean()), float(returns.std())))
             print(f"{run}: {mode:8s} {returns.mean():.2f} ± {returns.std():.2f} over {len(seeds)} test seeds")
@@ -155,15 +154,14 @@ def _plot(path: str, draw, xlabel: str, ylabel: str, title: str, size=(5, 3)) ->
 def analysis_plots(run_dir, loaded, out_dir, seed) -> list[str]:
     import numpy as np
 
-    from repthesis.rl.evaluation import make_episode_runner
+    from repthesis.rl.evaluation import runner_for
     from repthesis.utils.logging import MetricsLog
 
     algo, cfg, trainer, params = loaded
     steps = min(700, trainer.env.max_episode_steps)  # §2.6.2 looks at t = 1..700
 
     def episode(mode: str, **kw):
-        run = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
-                                  trainer.env.num_actions, mode, max_steps=steps, **kw)
+        run = runner_for(trainer, mode, max_steps=steps, **kw)
         out = run(params, np.array([seed], np.uint32))
         return out, np.asarray(out["alive"])[:, 0]
 
@@ -206,11 +204,10 @@ def episode_gif(loaded, out_dir, seed) -> str:
     import numpy as np
     from PIL import Image
 
-    from repthesis.rl.evaluation import make_episode_runner
+    from repthesis.rl.evaluation import runner_for
 
     algo, cfg, trainer, params = loaded
-    runner = make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
-                                 trainer.env.num_actions, "map", record_obs=True)
+    runner = runner_for(trainer, "map", record_obs=True)
     out = runner(params, np.array([seed], np.uint32))
     n = int(np.asarray(out["lengths"])[0])
     frames = [Image.fromarray(_frame(o)) for o in np.asarray(out["obs"])[: max(n, 1), 0]]

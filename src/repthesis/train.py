@@ -176,7 +176,7 @@ def run(args, cfg) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from repthesis.rl.evaluation import make_episode_runner
+    from repthesis.rl.evaluation import runner_for
     from repthesis.utils.checkpoint import CheckpointStore
     from repthesis.utils.logging import MetricsLog, plot_curve
 
@@ -207,8 +207,7 @@ def run(args, cfg) -> int:
     validate = analyse = None
     random_return = None
     if cfg.val_episodes > 0:
-        runner = lambda mode: make_episode_runner(  # noqa: E731
-            trainer.env, trainer.policy, trainer.network.initial_carry(), trainer.env.num_actions, mode)
+        runner = lambda mode: runner_for(trainer, mode)  # noqa: E731
         validate = runner("map")
         # §2.6.2: variance of V over 5 sampled activations, tracked over training (Fig. 2.5).
         if cfg.unit != "none" or cfg.noisy != "none":

@@ -1,6 +1,5 @@
 """The A3C-family network: every switch gets gradients everywhere, resets, MAP determinism."""
 
-import itertools
 
 import jax
 import jax.numpy as jnp

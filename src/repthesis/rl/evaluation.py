@@ -94,3 +94,9 @@ def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str,
         return out
 
     return run
+
+
+def runner_for(trainer, mode: str, **kwargs):
+    """``make_episode_runner`` for a trainer (anything with ``env``, ``policy`` and ``network``)."""
+    return make_episode_runner(trainer.env, trainer.policy, trainer.network.initial_carry(),
+                               trainer.env.num_actions, mode, **kwargs)
