@@ -185,8 +185,9 @@ def analysis_plots(run_dir, loaded, out_dir, seed) -> list[str]:
     return paths
 
 
-def _frame(obs, scale: int = 16):
-    """An observation as an RGB image: [H, W, C] one-hot channels get a colour each."""
+def _frame(obs):
+    """An observation as an RGB image: [H, W, C] one-hot channels get a colour each; one
+    channel (e.g. a normalised Atari frame) is shown in grey, rescaled to its own range."""
     import numpy as np
 
     obs = np.asarray(obs, np.float32)
@@ -195,8 +196,14 @@ def _frame(obs, scale: int = 16):
     if obs.ndim != 3:
         obs = obs.reshape(1, -1, 1)
     c = obs.shape[-1]
-    palette = np.array([[(i * 97) % 255, (i * 57 + 80) % 255, (i * 151 + 160) % 255] for i in range(c)], np.float32)
-    rgb = np.clip(obs @ palette, 0, 255) if c > 1 else np.repeat(obs * 255, 3, -1)
+    if c > 1:
+        palette = np.array([[(i * 97) % 255, (i * 57 + 80) % 255, (i * 151 + 160) % 255] for i in range(c)],
+                           np.float32)
+        rgb = np.clip(obs @ palette, 0, 255)
+    else:
+        lo, hi = float(obs.min()), float(obs.max())
+        rgb = np.repeat((obs - lo) / max(hi - lo, 1e-6) * 255, 3, -1)
+    scale = max(1, 160 // max(obs.shape[:2]))  # about 160 pixels across
     return np.kron(rgb, np.ones((scale, scale, 1))).astype(np.uint8)
 
 

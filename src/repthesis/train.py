@@ -146,7 +146,7 @@ def resolve(argv: list[str]):
         raise UsageError(f"--out={args.out!r} already holds a run; pass --resume to continue it "
                          f"or choose another --out")
     cfg = registry.make_config(args.algo, overrides)
-    envs.make(cfg.env)  # unknown/unavailable env: one-line error now, not after compiling
+    env = envs.make(cfg.env)  # unknown/unavailable env: one-line error now, not after compiling
     import jax
 
     n_dev = len(jax.devices())
@@ -154,6 +154,8 @@ def resolve(argv: list[str]):
         raise UsageError(f"--devices={args.devices}: this host has {n_dev} device(s); valid: 1..{n_dev}")
     if cfg.num_envs % args.devices:
         raise UsageError(f"num_envs={cfg.num_envs} must be divisible by --devices={args.devices}")
+    if env.external and args.devices > 1:
+        raise UsageError(f"--devices={args.devices}: {cfg.env} runs its emulators outside JAX; valid: --devices=1")
     _check_writable(args.out)
     return args, cfg
 
@@ -185,7 +187,7 @@ def run(args, cfg) -> int:
     if not args.resume:
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump({"algo": args.algo, "seed": args.seed, "config": dataclasses.asdict(cfg)}, f, indent=2)
-    trainer = algo.make_train(cfg, num_devices=args.devices)
+    trainer = algo.make_train(cfg, num_devices=args.devices, env_seed=args.seed)
     ckpts = CheckpointStore(os.path.join(out, "checkpoints"))
     best = CheckpointStore(os.path.join(out, "best"), max_to_keep=1)
     log = MetricsLog(out)
@@ -197,7 +199,7 @@ def run(args, cfg) -> int:
         if restored is None:
             print(f"repthesis.train: error: --resume: no readable checkpoint in {ckpts.directory}", file=sys.stderr)
             return 2
-        state = trainer.place(restored)
+        state = trainer.restore(restored)  # Atari: the emulators restart new episodes
         start_chunk = int(state.update_step) // cfg.updates_per_chunk
         log.truncate_after(int(state.update_step) * cfg.steps_per_update)
         vals = [float(r["val_return"]) for r in log.rows() if r.get("val_return") not in (None, "", "nan")]

@@ -12,8 +12,9 @@ def test_make_lists_and_rejects():
     assert "Breakout-MinAtar" in envs.list_envs() and "Catch-bsuite" in envs.list_envs()
     with pytest.raises(envs.EnvError, match="valid: CartPole-v1"):
         envs.make("Pong-v5")
-    with pytest.raises(envs.EnvError, match="Atari"):
-        envs.make("atari:Seaquest")
+    assert "atari:Seaquest" in envs.list_envs()
+    with pytest.raises(envs.EnvError, match="unknown Atari game 'Pong'; valid: Seaquest"):
+        envs.make("atari:Pong")
 
 
 def test_catch_terminates_and_auto_resets_with_final_observation():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from repthesis.nn import ActorCritic
+from repthesis.nn.actor_critic import unroll as batched_unroll
 from repthesis.nn.stochastic import NOISY_STREAM, STOCHASTIC_STREAM
 
 OBS = jnp.linspace(-1, 1, 10 * 10 * 4).reshape(10, 10, 4)
@@ -70,3 +71,26 @@ def test_placement_routes_noise_to_one_head_only(placement):
     value_noisy = not np.allclose(outs[0].value, outs[1].value)
     policy_noisy = not np.allclose(outs[0].logits, outs[1].logits)
     assert (value_noisy, policy_noisy) == ((True, False) if placement == "value" else (False, True))
+
+
+@pytest.mark.parametrize("kw", CASES + [dict(unit="hp", noisy="v3")], ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+def test_batched_unroll_equals_stepping_with_the_same_noise(kw):
+    """The learner's batched forward must see the very activations the rollout sampled."""
+    net, params = make(**kw)
+    T, B = 4, 3
+    obs = jax.random.normal(jax.random.PRNGKey(5), (T, B) + OBS.shape)
+    reset = jnp.array([[True, True, True], [False, True, False], [False, False, False], [True, False, False]])
+    keys = jax.random.split(jax.random.PRNGKey(9), B)
+    rngs_for = lambda key, t: {STOCHASTIC_STREAM: jax.random.fold_in(key, t), NOISY_STREAM: key}  # noqa: E731
+    carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (B,) + c.shape) + 0.1, net.initial_carry())
+    batched = batched_unroll(net, params, carry, obs, reset, keys, rngs_for)
+    stepped = []
+    for t in range(T):
+        carry, out = jax.vmap(lambda c, o, r, k: net.apply(params, c, o, r, rngs=rngs_for(k, t)))(
+            carry, obs[t], reset[t], keys)
+        stepped.append(out)
+    for name in ("logits", "value", "kl"):
+        np.testing.assert_allclose(getattr(batched, name), np.stack([getattr(o, name) for o in stepped]),
+                                   rtol=2e-5, atol=2e-5, err_msg=name)
+    if kw.get("unit") in ("sa", "hp", "dropout"):  # and the noise really differs between steps
+        assert not np.allclose(batched.logits[1], batched.logits[2])

@@ -24,13 +24,14 @@ from jax.sharding import PartitionSpec as P
 
 from repthesis import envs
 from repthesis.nn import ActorCritic
-from repthesis.nn.actor_critic import NOISY, PLACEMENTS, UNITS
+from repthesis.nn.actor_critic import NOISY, PLACEMENTS, UNITS, unroll
 from repthesis.nn.stochastic import NOISY_STREAM, STOCHASTIC_STREAM
 from repthesis.nn.torso import TORSOS
 from repthesis.rl import parallel
 from repthesis.rl.returns import nstep_returns_and_gae
 
 NOISE_RESAMPLE = ("step", "iteration")
+UPDATE_LOOPS = ("auto", "scan", "python")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +66,12 @@ class A3CConfig:
     updates_per_chunk: int = 50  # updates per compiled chunk: the logging/checkpoint granularity
     checkpoint_every: int = 4  # chunks between checkpoints (the last chunk always checkpoints)
     val_episodes: int = 8  # episodes on the validation seed at each checkpoint (MAP policy)
+    update_loop: str = "auto"  # updates of a chunk: scan (one program) | python | auto (python on CPU with a CNN)
 
     def __post_init__(self):
         choices = {
             "unit": UNITS, "placement": PLACEMENTS, "noisy": NOISY, "torso": TORSOS,
-            "activation_noise": NOISE_RESAMPLE, "weight_noise": NOISE_RESAMPLE,
+            "activation_noise": NOISE_RESAMPLE, "weight_noise": NOISE_RESAMPLE, "update_loop": UPDATE_LOOPS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -87,6 +89,13 @@ class A3CConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate={self.dropout_rate!r} must lie in [0, 1)")
+
+    @property
+    def python_update_loop(self) -> bool:
+        """XLA:CPU runs convolution gradients several times slower inside loops (jax-ml/jax#12868)."""
+        if self.update_loop == "auto":
+            return self.torso != "mlp" and jax.default_backend() == "cpu"
+        return self.update_loop == "python"
 
     @property
     def steps_per_update(self) -> int:
@@ -107,7 +116,7 @@ class LearnerState:
 
     params: Any
     opt_state: Any
-    env_state: Any  # [B] gymnax states
+    env_state: Any  # [B] env states (Atari: envpool handle + frame normaliser)
     obs: jax.Array  # [B, ...] current observation
     carry: Any  # [B] recurrent state before ``obs``
     reset: jax.Array  # [B] ``obs`` starts an episode
@@ -159,15 +168,22 @@ class Trainer(NamedTuple):
     network: ActorCritic
     init: Any  # rng -> LearnerState
     run_chunk: Any  # LearnerState -> (LearnerState, metrics), jitted, data-parallel
-    place: Any  # LearnerState (e.g. restored from disk) -> the same, laid out on the device mesh
+    place: Any  # LearnerState -> the same, laid out on the device mesh
+    restore: Any  # LearnerState read from disk -> a state to continue from (new episodes for Atari)
     train: Any  # rng -> (LearnerState, per-chunk metrics): the whole run, one jitted program
     policy: Any  # (params, carry[B], obs[B], reset[B], keys[B], deterministic) -> (carry, out)
 
 
-def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
+def make_train(cfg: A3CConfig, num_devices: int = 1, env_seed: int = 0) -> Trainer:
+    """``env_seed`` seeds envs that live outside JAX (Atari emulators); gymnax envs take their
+    keys from the ``rng`` given to ``init``/``train``."""
     env = envs.make(cfg.env)
     if cfg.num_envs % num_devices:
         raise ValueError(f"num_envs={cfg.num_envs} must be divisible by --devices={num_devices}")
+    if env.external and num_devices > 1:
+        raise ValueError(f"env {cfg.env!r} runs its emulators outside JAX and cannot be split over devices; "
+                         f"use --devices=1")
+    pool = env.open(cfg.num_envs, env_seed)
     mesh = parallel.make_mesh(num_devices)
     axis = parallel.axis_name(mesh)  # the update's axis_name for collectives (None on one device)
     network = make_network(cfg, env.num_actions)
@@ -187,8 +203,7 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
         param_key, env_key = jax.random.split(rng)
         env_rng = jax.random.split(env_key, cfg.num_envs)
         reset_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(env_rng)
-        obs, env_state = jax.vmap(env.reset)(reset_keys)
-        obs = obs.astype(jnp.float32)
+        obs, env_state = pool.reset(reset_keys)
         p_keys = jax.random.split(param_key, 3)
         carry1 = network.initial_carry()
         params = network.init(
@@ -210,7 +225,7 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
             keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t)))(step_keys)
             carry, out = policy(params, carry, obs, reset, iteration_keys, t)
             action = jax.vmap(jax.random.categorical)(keys[:, 0], out.logits)
-            res = jax.vmap(env.step)(keys[:, 1], env_state, action)
+            res = pool.step(keys[:, 1], env_state, action)
             # Time-limit bootstrap: V(final obs) in the same episode, computed only when needed.
             t_next = t + 1
             trunc_value = jax.lax.cond(
@@ -236,11 +251,9 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
         return new_state, traj, last_out.value, (return_sum, episodes)
 
     def loss_fn(params, init_carry, traj: Trajectory, bootstrap_value, iteration_keys):
-        def step(carry, xs):
-            obs, reset, t = xs
-            return policy(params, carry, obs, reset, iteration_keys, t)
-
-        _, out = jax.lax.scan(step, init_carry, (traj.obs, traj.reset, jnp.arange(cfg.rollout_len)))
+        # The rollout's forward pass again (same noise), torso and heads batched over T×B.
+        out = unroll(network, params, init_carry, traj.obs, traj.reset, iteration_keys,
+                     lambda key, t: noise_rngs(cfg, key, t))
         values = out.value  # [T, B]
         chex.assert_equal_shape([values, traj.reward])
         values_sg = jax.lax.stop_gradient(values)
@@ -278,17 +291,40 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
                               update_step=state.update_step + 1)
         return state, (metrics, parallel.psum(jnp.sum(return_sum), axis), parallel.psum(jnp.sum(episodes), axis))
 
-    def chunk(state: LearnerState):
-        state, (metrics, return_sums, episodes) = jax.lax.scan(update, state, None, cfg.updates_per_chunk)
+    def updates(state: LearnerState, n: int):
+        """n updates in one program; per-update metrics stacked."""
+        if n == 1:  # no loop at all (even a one-trip scan is a loop to XLA)
+            state, out = update(state, None)
+            return state, jax.tree.map(lambda x: x[None], out)
+        return jax.lax.scan(update, state, None, n)
+
+    def summarise(per_update) -> dict:
+        metrics, return_sums, episodes = per_update
         metrics = jax.tree.map(jnp.mean, metrics)
         total = jnp.sum(episodes)
         metrics["episodes"] = total
         metrics["episode_return"] = jnp.where(total > 0, jnp.sum(return_sums) / jnp.maximum(total, 1), jnp.nan)
-        return state, metrics
+        return metrics
+
+    def chunk(state: LearnerState):
+        state, per_update = updates(state, cfg.updates_per_chunk)
+        return state, summarise(per_update)
 
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     specs = state_specs(abstract)
-    run_chunk = parallel.shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
+    scan_chunk = parallel.shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
+    run_chunk = scan_chunk
+    if cfg.python_update_loop:
+        # One compiled update (rollout + learning) per call, looped here: XLA:CPU runs convolution
+        # gradients several times slower inside a loop body (jax-ml/jax#12868).
+        one_update = parallel.shard_program(lambda s: updates(s, 1), mesh, in_specs=(specs,), out_specs=(specs, P()))
+
+        def run_chunk(state: LearnerState):
+            per_update = []
+            for _ in range(cfg.updates_per_chunk):
+                state, out = one_update(state)
+                per_update.append(out)
+            return state, summarise(jax.tree.map(lambda *xs: jnp.concatenate(xs), *per_update))
     shardings = parallel.to_shardings(mesh, specs)
 
     def place(state: LearnerState) -> LearnerState:
@@ -298,9 +334,35 @@ def make_train(cfg: A3CConfig, num_devices: int = 1) -> Trainer:
     @jax.jit
     def train(rng):
         def body(state, _):
-            return run_chunk(state)
+            return scan_chunk(state)  # the whole run as one program, whatever ``update_loop`` says
 
         return jax.lax.scan(body, init(rng), None, cfg.num_chunks)
 
-    jit_init = jax.jit(init)
-    return Trainer(cfg, env, network, lambda rng: place(jit_init(rng)), run_chunk, place, train, policy)
+    def reattach(state: LearnerState) -> LearnerState:
+        """New episodes for envs whose state a checkpoint cannot hold; the rest is kept."""
+        reset_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(state.env_rng)
+        obs, env_state = pool.reset(reset_keys, state.env_state)
+        carry1 = network.initial_carry()
+        return state.replace(
+            env_state=env_state, obs=obs, reset=jnp.ones_like(state.reset),
+            carry=jax.tree.map(lambda c: jnp.broadcast_to(c, (cfg.num_envs,) + c.shape), carry1),
+            episode_return=jnp.zeros_like(state.episode_return),
+        )
+
+    jit_init, jit_reattach = jax.jit(init), jax.jit(reattach)
+
+    def start(rng):
+        pool.prepare()  # Atari: async_reset, received by the program's first reset
+        return place(jit_init(rng))
+
+    def restore(state: LearnerState) -> LearnerState:
+        if not env.external:
+            return place(state)  # gymnax: the checkpoint holds everything: bit-identical resume
+        pool.prepare()
+        return place(jit_reattach(state))
+
+    def train_whole(rng):
+        pool.prepare()
+        return train(rng)
+
+    return Trainer(cfg, env, network, start, run_chunk, place, restore, train_whole, policy)

@@ -2,12 +2,16 @@
 
 * gymnax games by their gymnax id (``Breakout-MinAtar``, ``Catch-bsuite``, …), pure JAX,
   stepped inside ``lax.scan``.
-* Atari (``atari:Seaquest`` …) through envpool's XLA handle: not available yet; ``make``
-  says so in one line instead of failing later.
+* Atari (``atari:Seaquest`` …, the seven thesis games) through envpool's XLA handle inside the
+  same jitted program, with the thesis preprocessing (``envs/atari.py``); needs the ``atari`` extra.
+
+Both give ``open(num_envs, seed) -> pool`` with batched, jittable ``pool.reset(keys)`` and
+``pool.step(keys, state, actions)``; ``env.external`` says whether env state lives outside JAX.
 """
 
 from __future__ import annotations
 
+from repthesis.envs import atari
 from repthesis.envs.gymnax_env import GymnaxEnv, gymnax_env_names
 
 
@@ -16,17 +20,19 @@ class EnvError(ValueError):
 
 
 def list_envs() -> list[str]:
-    return list(gymnax_env_names())
+    return list(gymnax_env_names()) + [f"atari:{g}" for g in atari.GAMES]
 
 
-def make(name: str) -> GymnaxEnv:
+def make(name: str) -> GymnaxEnv | atari.AtariEnv:
     if name in gymnax_env_names():
         return GymnaxEnv(name)
     if name.startswith("atari:"):
-        raise EnvError(
-            f"env {name!r}: Atari through envpool is not implemented in this version of repthesis; "
-            f"use a gymnax env: {', '.join(list_envs())}"
-        )
+        game = name[len("atari:"):]
+        if game not in atari.GAMES:
+            raise EnvError(f"unknown Atari game {game!r}; valid: {', '.join(atari.GAMES)}")
+        if not atari.envpool_available():
+            raise EnvError(f"env {name!r} needs envpool: pip install -e '.[atari]'")
+        return atari.AtariEnv(game)
     raise EnvError(f"unknown env {name!r}; valid: {', '.join(list_envs())}")
 
 

@@ -34,7 +34,9 @@ class StepResult(NamedTuple):
 
 
 class GymnaxEnv:
-    """Unbatched gymnax env with auto-reset; vmap ``reset``/``step`` over environments."""
+    """Unbatched gymnax env with auto-reset; ``open`` gives the batched form programs use."""
+
+    external = False  # all state is JAX arrays: checkpointable, shardable, vmappable
 
     def __init__(self, name: str):
         import gymnax
@@ -59,3 +61,27 @@ class GymnaxEnv:
             jnp.logical_and(jnp.asarray(truncated, bool), jnp.logical_not(terminated)),
             info["final_observation"].astype(jnp.float32),
         )
+
+    def open(self, num_envs: int, seed: int = 0) -> "GymnaxPool":
+        del seed  # episodes are seeded by the keys passed to ``reset``
+        return GymnaxPool(self, num_envs)
+
+
+class GymnaxPool:
+    """``reset``/``step`` over a batch of envs, each with its own key (the batched env interface)."""
+
+    external = False
+
+    def __init__(self, env: GymnaxEnv, num_envs: int):
+        self.env, self.num_envs = env, num_envs
+
+    def prepare(self) -> None:
+        """Nothing to do: gymnax state lives in the program."""
+
+    def reset(self, keys: jax.Array, previous=None):
+        del previous
+        obs, state = jax.vmap(self.env.reset)(keys)
+        return obs.astype(jnp.float32), state
+
+    def step(self, keys: jax.Array, state, action: jax.Array) -> StepResult:
+        return jax.vmap(self.env.step)(keys, state, action)

@@ -14,6 +14,9 @@ Which pathway is stochastic is a switch:
 or to only the value / only the policy head, the other head seeing the mean (§2.6.1).
 ``noisy`` adds NoisyNet layers: 'v1' heads, 'v2' FC1/FC2, 'v3' both (App. 2.G, Fig. 2.G.1).
 The module is per-example: callers vmap it over environments, each with its own rng.
+``__call__`` is one step; ``encode`` / ``core`` / ``head`` are its three stages, so a learner
+can run the torso and heads batched over a whole rollout and only the LSTM in a scan; the
+stages draw exactly the noise ``__call__`` draws for the same rngs (``head`` makes every draw).
 """
 
 from __future__ import annotations
@@ -58,56 +61,102 @@ class ActorCritic(nn.Module):
     noisy_factorised: bool = True
     dropout_rate: float = 0.25
 
+    def setup(self):
+        if self.unit not in UNITS:
+            raise ValueError(f"unknown stochastic unit {self.unit!r}; valid: {', '.join(UNITS)}")
+        noisy_fc = self.noisy in ("v2", "v3")
+        noisy_heads = self.noisy in ("v1", "v3")
+        self.encoder = make_torso(self.torso, self.torso_size)
+        self.lstm = ResetLSTM(self.core_size)
+        self.fc1 = self._dense(self.fc_size, noisy_fc)  # f_FC1 / f_mean
+        self.fc2 = self._dense(self.fc_size, noisy_fc)  # f_FC2 / f_d
+        if self.unit == "hp":
+            self.fc_log_var = nn.Dense(self.fc_size)  # f_var: learned log σ_t²
+            self.prior_mean = nn.Dense(self.fc_size)  # μ^p_t = f^p(z_{t−1})
+        self.value_head = self._dense(1, noisy_heads)
+        self.policy_head = self._dense(self.num_actions, noisy_heads)
+
     def initial_carry(self):
         lstm = ResetLSTM.initial_carry(self.core_size)
         return (lstm, jnp.zeros((self.fc_size,), jnp.float32))  # (LSTM (c, h), z_{t−1} for HPA3C)
 
-    def _dense(self, features: int, noisy: bool, deterministic: bool, name: str):
+    def _dense(self, features: int, noisy: bool):
         if noisy:
-            layer = NoisyDense(features, factorised=self.noisy_factorised, name=name)
-            return lambda x: layer(x, deterministic)
-        return nn.Dense(features, name=name)
+            return NoisyDense(features, factorised=self.noisy_factorised)
+        return nn.Dense(features)
 
-    @nn.compact
+    @staticmethod
+    def _call(layer, x, deterministic: bool):
+        return layer(x, deterministic) if isinstance(layer, NoisyDense) else layer(x)
+
     def __call__(self, carry, obs: jax.Array, reset: jax.Array, deterministic: bool = False):
         """One step. ``reset`` marks the first observation of an episode; returns (carry, output)."""
         lstm_carry, z_prev = carry
-        z_prev = jnp.where(reset, jnp.zeros_like(z_prev), z_prev)
-        x = make_torso(self.torso, self.torso_size)(obs)
-        lstm_carry, h = ResetLSTM(self.core_size, name="core")(lstm_carry, x, reset)
+        lstm_carry, h = self.core(lstm_carry, self.encode(obs), reset)
+        z_next, out = self.head(h, z_prev, reset, deterministic)
+        return (lstm_carry, z_next), out
 
-        noisy_fc = self.noisy in ("v2", "v3")
-        noisy_heads = self.noisy in ("v1", "v3")
-        mean = self._dense(self.fc_size, noisy_fc, deterministic, "fc1")(h)  # f_FC1 / f_mean
-        k_mean = self._dense(self.fc_size, noisy_fc, deterministic, "fc2")(h)  # f_FC2 / f_d
+    def encode(self, obs: jax.Array) -> jax.Array:
+        """The torso; deterministic."""
+        return self.encoder(obs)
+
+    def core(self, lstm_carry, x: jax.Array, reset: jax.Array):
+        """The LSTM, its memory zeroed where ``reset``; returns (lstm_carry, h_t)."""
+        return self.lstm(lstm_carry, x, reset)
+
+    def head(self, h: jax.Array, z_prev: jax.Array, reset: jax.Array, deterministic: bool = False):
+        """FC pathways, stochastic units and the two heads on h_t; returns (z_t for the carry, output)."""
+        z_prev = jnp.where(reset, jnp.zeros_like(z_prev), z_prev)
+        mean = self._call(self.fc1, h, deterministic)
+        k_mean = self._call(self.fc2, h, deterministic)
         k = k_mean
         kl = jnp.zeros((), jnp.float32)
         activation = nn.leaky_relu
-
+        z_next = z_prev
         if self.unit == "none":
-            z, z_next = mean, z_prev
+            z = mean
         elif self.unit in ("sa", "fsa"):
             z = gaussian_sample(self, mean, self.log_var, deterministic)
             if self.unit == "fsa":
                 k = gaussian_sample(self, k, self.log_var, deterministic)
-            z_next = z_prev
         elif self.unit == "hp":
-            log_var_t = nn.Dense(self.fc_size, name="fc_log_var")(h)  # f_var: learned log σ_t²
-            prior_mean = nn.Dense(self.fc_size, name="prior_mean")(z_prev)  # μ^p_t = f^p(z_{t−1})
+            log_var_t = self.fc_log_var(h)
             z = gaussian_sample(self, mean, log_var_t, deterministic)
-            kl = gaussian_kl(mean, log_var_t, prior_mean, self.log_var)
+            kl = gaussian_kl(mean, log_var_t, self.prior_mean(z_prev), self.log_var)
             z_next = z
             activation = crelu  # App. 2.E: CReLU normalises HPA3C's stochastic activations
-        elif self.unit == "dropout":
+        else:  # dropout
             z = dropout_sample(self, mean, self.dropout_rate, deterministic)
-            z_next = z_prev
-        else:
-            raise ValueError(f"unknown stochastic unit {self.unit!r}; valid: {', '.join(UNITS)}")
 
         stochastic_features = jnp.concatenate([activation(z), activation(k)], -1)
         mean_features = jnp.concatenate([activation(mean), activation(k_mean)], -1)
         value_in = mean_features if self.placement == "policy" else stochastic_features
         policy_in = mean_features if self.placement == "value" else stochastic_features
-        value = self._dense(1, noisy_heads, deterministic, "value")(value_in)[..., 0]
-        logits = self._dense(self.num_actions, noisy_heads, deterministic, "policy")(policy_in)
-        return (lstm_carry, z_next), ActorCriticOutput(logits, value, kl)
+        value = self._call(self.value_head, value_in, deterministic)[..., 0]
+        logits = self._call(self.policy_head, policy_in, deterministic)
+        return z_next, ActorCriticOutput(logits, value, kl)
+
+
+def unroll(network: ActorCritic, params, carry, obs: jax.Array, reset: jax.Array, keys: jax.Array, rngs_for,
+           deterministic: bool = False) -> ActorCriticOutput:
+    """Outputs [T, B] over a rollout, equal to stepping ``network`` T times from ``carry`` [B]
+    with rngs ``rngs_for(keys[b], t)``, but with the torso and heads batched over all T×B steps
+    and only the LSTM in a scan: a conv torso's backward pass inside a scan is ~15× slower on CPU,
+    and one batched pass is cheaper on every backend. HPA3C's z_t does not depend on z_{t−1}
+    (only its prior does), so its heads run twice: once to draw z_{1..T}, once with z_{t−1} known."""
+    lstm0, z0 = carry
+    x = jax.vmap(jax.vmap(lambda o: network.apply(params, o, method=network.encode)))(obs)
+    core = jax.vmap(lambda c, x, r: network.apply(params, c, x, r, method=network.core))
+    _, h = jax.lax.scan(lambda c, xs: core(c, *xs), lstm0, (x, reset))
+
+    def heads(z_prev):
+        def one(h, z_prev, reset, key, t):
+            return network.apply(params, h, z_prev, reset, deterministic, rngs=rngs_for(key, t), method=network.head)
+
+        per_env = jax.vmap(one, in_axes=(0, 0, 0, 0, None))
+        return jax.vmap(per_env, in_axes=(0, 0, 0, None, 0))(h, z_prev, reset, keys, jnp.arange(obs.shape[0]))
+
+    z, out = heads(jnp.broadcast_to(z0, h.shape[:2] + z0.shape[1:]))
+    if network.unit == "hp":
+        _, out = heads(jnp.concatenate([z0[None], z[:-1]], 0))
+    return out

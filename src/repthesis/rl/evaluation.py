@@ -9,8 +9,12 @@ Each evaluation env plays one episode from its own seed; returns are unclipped.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+EVAL_BLOCK = 500  # steps per compiled evaluation block; episodes are checked for ends in between
 
 
 def parse_mode(mode: str) -> int:
@@ -26,20 +30,27 @@ def parse_mode(mode: str) -> int:
 
 def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str, max_steps: int | None = None,
                         sample_actions: bool = False, record_obs: bool = False):
-    """Returns jitted ``run(params, seeds[N]) -> dict`` with per-episode returns and lengths,
+    """Returns ``run(params, seeds[N]) -> dict`` with per-episode returns and lengths,
     per-step value variance across the K sampled activations (Figs 2.4/2.5) and the entropy of
     the K actions' empirical distribution (Fig 2.6). ``sample_actions`` makes each sampled
     policy draw its action (Boltzmann exploration, as in training) instead of taking its argmax.
     ``record_obs`` also returns every observation ([T, N, ...]) for episode GIFs."""
     samples = parse_mode(mode)
     max_steps = max_steps or env.max_episode_steps
+    block = min(max_steps, EVAL_BLOCK)
 
-    @jax.jit
-    def run(params, seeds):
+    def start(pool, seeds):
         n = seeds.shape[0]
         keys = jax.vmap(lambda s: jax.random.PRNGKey(s))(seeds)
-        obs, env_state = jax.vmap(env.reset)(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys))
+        obs, env_state = pool.reset(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys))
         carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (n,) + c.shape), initial_carry)
+        return (env_state, obs, carry, jnp.ones((n,), bool), jnp.zeros((n,), bool),
+                jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32))
+
+    def advance(pool, params, seeds, c, t0):
+        """``block`` more steps from step ``t0``; steps at or past ``max_steps`` count for nothing."""
+        n = seeds.shape[0]
+        keys = jax.vmap(lambda s: jax.random.PRNGKey(s))(seeds)
 
         def step(c, t):
             env_state, obs, carry, reset, done, ret, length = c
@@ -74,8 +85,8 @@ def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str,
                 p = counts / samples
                 action_entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(p), 0.0), -1)
             env_keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 2), t))(keys)
-            res = jax.vmap(env.step)(env_keys, env_state, action)
-            alive = ~done
+            res = pool.step(env_keys, env_state, action)
+            alive = ~done & (t < max_steps)
             ret = ret + jnp.where(alive, res.reward, 0.0)
             length = length + alive
             ended = res.terminated | res.truncated
@@ -83,12 +94,40 @@ def make_episode_runner(env, policy, initial_carry, num_actions: int, mode: str,
             per_step = (value_var, action_entropy, alive, obs if record_obs else jnp.zeros(()))
             return (res.state, res.obs, new_carry, ended, new_done, ret, length), per_step
 
-        init = (env_state, obs, carry, jnp.ones((n,), bool), jnp.zeros((n,), bool),
-                jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32))
-        (_, _, _, _, done, ret, length), (value_var, entropy, alive, frames) = jax.lax.scan(
-            step, init, jnp.arange(max_steps))
-        out = {"returns": ret, "lengths": length, "finished": done,
-               "value_var": value_var, "action_entropy": entropy, "alive": alive}
+        return jax.lax.scan(step, c, t0 + jnp.arange(block))
+
+    programs = {}
+
+    def compiled(num_envs, seeds):
+        """gymnax: one program for any seeds. Emulators outside JAX (Atari): a new pool, hence a
+        new compiled program, per call: emulators cannot be re-seeded, and a reused pool would
+        play other episodes for the same seeds (runs compared on different games)."""
+        if env.external:
+            pool = env.open(num_envs, env.pool_seed(seeds))
+            return pool, jax.jit(functools.partial(start, pool)), jax.jit(functools.partial(advance, pool))
+        if num_envs not in programs:
+            pool = env.open(num_envs)
+            programs[num_envs] = (pool, jax.jit(functools.partial(start, pool)),
+                                  jax.jit(functools.partial(advance, pool)))
+        return programs[num_envs]
+
+    def run(params, seeds):
+        pool, start_fn, advance_fn = compiled(len(seeds), seeds)
+        seeds = jnp.asarray(seeds)
+        pool.prepare()
+        c = start_fn(seeds)
+        per_step = []
+        for t0 in range(0, max_steps, block):  # stop early once every episode has ended
+            c, out = advance_fn(params, seeds, c, jnp.int32(t0))
+            per_step.append(out)
+            if bool(jnp.all(c[4])):
+                break
+        value_var, entropy, alive, frames = (jnp.concatenate(x)[:max_steps] for x in zip(*per_step))
+        pad = max_steps - alive.shape[0]  # steps not run: every episode had ended
+        out = {"returns": c[5], "lengths": c[6], "finished": c[4],
+               "value_var": jnp.pad(value_var, ((0, pad), (0, 0))),
+               "action_entropy": jnp.pad(entropy, ((0, pad), (0, 0))),
+               "alive": jnp.pad(alive, ((0, pad), (0, 0)))}
         if record_obs:
             out["obs"] = frames
         return out
