@@ -25,7 +25,7 @@ def run_cli(argv, capsys):
     (["--algo=a3c", "--unit=gaussian"], "valid: none, sa, fsa, hp, dropout"),
     (["--algo=a3c", "--total-env-steps=-10"], "must be > 0"),
     (["--algo=a3c", "--env=NoSuchGame"], "valid: CartPole-v1"),
-    (["--algo=a3c", "--env=atari:Seaquest"], "Atari"),
+    (["--algo=a3c", "--env=atari:Pong"], "valid: Seaquest, BeamRider"),
     (["--algo=a3c", "--devices=64"], "valid: 1.."),
     (["--algo=a3c", "--preset=atari-nothing"], "valid: atari-seaquest"),
 ])
@@ -151,3 +151,20 @@ def test_cli_data_parallel_run_and_resume_on_four_devices(tmp_path):
     assert "resumed from checkpoint at env step 320" in res.stdout
     rows = open(os.path.join(out, "metrics.csv")).read().splitlines()
     assert len(rows) == 1 + 3
+
+
+def test_atari_cli_trains_validates_and_resumes_with_new_episodes(tmp_path, capsys):
+    pytest.importorskip("envpool")
+    out_dir = tmp_path / "atari"
+    argv = tiny_args(env="atari:Breakout", num_envs=4, torso="cnn_slim", updates_per_chunk=2, val_max_steps=60) + [
+        "--algo=hpa3c", f"--out={out_dir}"]
+    code, out, err = run_cli(argv + ["--total-env-steps=40"], capsys)
+    assert code == 0, err
+    assert "val return" in out or "val_return" in open(out_dir / "metrics.csv").read()
+    code, out, err = run_cli(argv + ["--total-env-steps=80", "--resume"], capsys)
+    assert code == 0, err
+    assert "resumed from checkpoint at env step 40" in out
+    rows = open(out_dir / "metrics.csv").read().strip().splitlines()
+    assert len(rows) == 3 and rows[-1].startswith("80,")  # header + one row per chunk
+    code, out, err = run_cli(argv + ["--total-env-steps=80", "--resume", "--devices=1"], capsys)
+    assert code == 0  # nothing left to do, nothing broken

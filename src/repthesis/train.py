@@ -209,7 +209,7 @@ def run(args, cfg) -> int:
     validate = analyse = None
     random_return = None
     if cfg.val_episodes > 0:
-        runner = lambda mode: runner_for(trainer, mode)  # noqa: E731
+        runner = lambda mode: runner_for(trainer, mode, max_steps=cfg.val_max_steps or None)  # noqa: E731
         validate = runner("map")
         # §2.6.2: variance of V over 5 sampled activations, tracked over training (Fig. 2.5).
         if cfg.unit != "none" or cfg.noisy != "none":

@@ -66,6 +66,7 @@ class A3CConfig:
     updates_per_chunk: int = 50  # updates per compiled chunk: the logging/checkpoint granularity
     checkpoint_every: int = 4  # chunks between checkpoints (the last chunk always checkpoints)
     val_episodes: int = 8  # episodes on the validation seed at each checkpoint (MAP policy)
+    val_max_steps: int = 0  # validation episodes cut after this many agent steps (0: the env's own limit)
     update_loop: str = "auto"  # updates of a chunk: scan (one program) | python | auto (python on CPU with a CNN)
 
     def __post_init__(self):
@@ -84,7 +85,7 @@ class A3CConfig:
         for name in ("gamma", "gae_tau"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must lie in [0, 1]")
-        for name in ("value_loss_coef", "entropy_coef", "kl_coef", "val_episodes"):
+        for name in ("value_loss_coef", "entropy_coef", "kl_coef", "val_episodes", "val_max_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
         if not 0.0 <= self.dropout_rate < 1.0:
