@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
-from repthesis.algos import a3c
+from repthesis.algos import a3c, vae
 
 
 class Algo(NamedTuple):
@@ -16,6 +16,7 @@ class Algo(NamedTuple):
     preset: dict  # switches that make this method out of its family's config
     make_train: Callable[..., Any]
     summary: str
+    kind: str = "rl"  # rl (env steps, returns) | gen (optimiser steps on a dataset)
 
 
 ALGOS: dict[str, Algo] = {
@@ -28,6 +29,12 @@ ALGOS: dict[str, Algo] = {
     "noisynet-sa3c": Algo(a3c.A3CConfig, {"unit": "sa", "noisy": "v1"}, a3c.make_train,
                           "NoisyNet + SA3C (App. 2.G)"),
     "dropout-a3c": Algo(a3c.A3CConfig, {"unit": "dropout"}, a3c.make_train, "dropout stochastic units (App. 2.F)"),
+    "vae": Algo(vae.VAEConfig, {"model": "vae"}, vae.make_train, "VAE, FC latent (§5.3.1)", "gen"),
+    "cvae": Algo(vae.VAEConfig, {"model": "cvae"}, vae.make_train, "convolutional VAE (§5.3.1)", "gen"),
+    "crvae": Algo(vae.VAEConfig, {"model": "crvae"}, vae.make_train,
+                  "channel-recurrent VAE; --recurrent=both|inference|generation, --blocks=T (§5.3.2)", "gen"),
+    "criwae": Algo(vae.VAEConfig, {"model": "crvae", "iw_samples": 5}, vae.make_train,
+                   "crVAE trained on the importance-weighted bound, K=5 (App. 5.B)", "gen"),
 }
 
 

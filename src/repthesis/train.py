@@ -1,5 +1,6 @@
 """Train any algorithm: ``python -m repthesis.train --algo=NAME [--env=ENV] [--seed=S]
-[--total-env-steps=N] [--out=DIR] [--resume] [--devices=K] [--FIELD=VALUE ...]``.
+[--total-env-steps=N] [--out=DIR] [--resume] [--devices=K] [--FIELD=VALUE ...]``; generative
+models: ``--algo=crvae --data=mnist [--data-dir=DIR] --total-steps=N`` (optimiser steps).
 
 Every field of the algorithm's config can be set as ``--field-name=value`` (dashes or
 underscores). ``--preset=NAME`` applies a thesis preset from ``configs/`` first.
@@ -19,6 +20,7 @@ import time
 from repthesis import registry
 
 DEFAULT_ALGO = "hpa3c"
+BUDGET_FIELDS = ("total_env_steps", "total_steps")  # the only fields --resume may change
 
 
 class UsageError(ValueError):
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="thesis preset from configs/ (see --list)")
     p.add_argument("--list", action="store_true", help="print algorithms, envs and presets, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--data-dir", default=None, help="generative models: where datasets live "
+                   "(default $REPTHESIS_DATA or ~/.cache/repthesis)")
     return p
 
 
@@ -88,6 +92,11 @@ def print_list() -> None:
         print(f"  {name:16s} {algo.summary}")
     print("envs:")
     for name in envs.list_envs():
+        print(f"  {name}")
+    print("datasets (--data, generative algorithms):")
+    from repthesis.data import DATASETS
+
+    for name in DATASETS:
         print(f"  {name}")
     print("presets (--preset):")
     for name, (_, overrides) in PRESETS.items():
@@ -119,13 +128,16 @@ def resolve(argv: list[str]):
             raise UsageError(f"unknown --preset={args.preset!r}; valid: {', '.join(PRESETS)}")
         overrides.update(PRESETS[args.preset][1])
     overrides.update(parse_overrides(args.algo, rest))
-    if "total_env_steps" in overrides and overrides["total_env_steps"] <= 0:
-        raise UsageError(f"--total-env-steps={overrides['total_env_steps']} must be > 0")
+    for budget in BUDGET_FIELDS:
+        if budget in overrides and overrides[budget] <= 0:
+            raise UsageError(f"--{budget.replace('_', '-')}={overrides[budget]} must be > 0")
     from repthesis import envs
 
+    gen = registry.get_algo(args.algo).kind == "gen"
     if args.out is None:
-        env_name = overrides.get("env", registry.make_config(args.algo).env)
-        args.out = os.path.join("runs", f"{args.algo}-{env_name}-s{args.seed}")
+        default = registry.make_config(args.algo)
+        source = overrides.get("data", default.data) if gen else overrides.get("env", default.env)
+        args.out = os.path.join("runs", f"{args.algo}-{source.replace('/', '_').replace(':', '_')}-s{args.seed}")
     config_path = os.path.join(args.out, "config.json")
     if args.resume:
         if not os.path.exists(config_path):
@@ -135,10 +147,10 @@ def resolve(argv: list[str]):
         if saved["algo"] != args.algo:
             raise UsageError(f"--resume: {args.out!r} holds --algo={saved['algo']}, not {args.algo}")
         base = saved["config"]
-        clash = {k: v for k, v in overrides.items() if k != "total_env_steps" and base.get(k) != v}
+        clash = {k: v for k, v in overrides.items() if k not in BUDGET_FIELDS and base.get(k) != v}
         if clash:
             raise UsageError(f"--resume: options differ from the saved run ({', '.join(clash)}); "
-                             f"only --total-env-steps may change")
+                             f"only the budget (--total-env-steps / --total-steps) may change")
         if saved.get("seed") != args.seed:
             raise UsageError(f"--resume: the run was started with --seed={saved.get('seed')}, not {args.seed}")
         overrides = {**base, **overrides}
@@ -146,15 +158,24 @@ def resolve(argv: list[str]):
         raise UsageError(f"--out={args.out!r} already holds a run; pass --resume to continue it "
                          f"or choose another --out")
     cfg = registry.make_config(args.algo, overrides)
-    env = envs.make(cfg.env)  # unknown/unavailable env: one-line error now, not after compiling
+    if gen:
+        from repthesis import data
+
+        data.check(cfg.data, args.data_dir)  # unknown dataset / missing files: one line now
+        if cfg.data == "mnist" and cfg.image_size != 28:
+            raise UsageError(f"--image-size={cfg.image_size}: MNIST images are 28×28; valid: 28")
+        split = ("batch_size", cfg.batch_size)
+    else:
+        env = envs.make(cfg.env)  # unknown/unavailable env: one-line error now, not after compiling
+        split = ("num_envs", cfg.num_envs)
     import jax
 
     n_dev = len(jax.devices())
     if not 1 <= args.devices <= n_dev:
         raise UsageError(f"--devices={args.devices}: this host has {n_dev} device(s); valid: 1..{n_dev}")
-    if cfg.num_envs % args.devices:
-        raise UsageError(f"num_envs={cfg.num_envs} must be divisible by --devices={args.devices}")
-    if env.external and args.devices > 1:
+    if split[1] % args.devices:
+        raise UsageError(f"{split[0]}={split[1]} must be divisible by --devices={args.devices}")
+    if not gen and env.external and args.devices > 1:
         raise UsageError(f"--devices={args.devices}: {cfg.env} runs its emulators outside JAX; valid: --devices=1")
     _check_writable(args.out)
     return args, cfg
@@ -170,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print_list()
         return 0
+    if registry.get_algo(args.algo).kind == "gen":
+        from repthesis.train_gen import run_gen
+
+        return run_gen(args, cfg)
     return run(args, cfg)
 
 

@@ -8,9 +8,11 @@ import os
 
 
 class MetricsLog:
-    """Append-only CSV whose rows are keyed by ``env_steps``; TensorBoard mirrors each row."""
+    """Append-only CSV whose rows are keyed by ``step_key`` (``env_steps`` for RL, ``step`` for
+    optimiser steps); TensorBoard mirrors each row."""
 
-    def __init__(self, out_dir: str, tensorboard: bool = True):
+    def __init__(self, out_dir: str, tensorboard: bool = True, step_key: str = "env_steps"):
+        self.step_key = step_key
         self.path = os.path.join(out_dir, "metrics.csv")
         self.out_dir = out_dir
         self._tb = None
@@ -25,9 +27,9 @@ class MetricsLog:
         with open(self.path, newline="") as f:
             return list(csv.DictReader(f))
 
-    def truncate_after(self, env_steps: int) -> None:
+    def truncate_after(self, steps: int) -> None:
         """On resume, drop rows past the restored checkpoint; they are recomputed identically."""
-        rows = [r for r in self.rows() if int(float(r["env_steps"])) <= env_steps]
+        rows = [r for r in self.rows() if int(float(r[self.step_key])) <= steps]
         self._rewrite(rows)
 
     def _rewrite(self, rows: list[dict]) -> None:
@@ -49,9 +51,9 @@ class MetricsLog:
         rows.append({k: row.get(k, "") for k in fields})
         self._rewrite([{k: r.get(k, "") for k in fields} for r in rows])
         if self._tb is not None:
-            step = int(row["env_steps"])
+            step = int(row[self.step_key])
             for k, v in row.items():
-                if k != "env_steps" and isinstance(v, (int, float)) and math.isfinite(v):
+                if k != self.step_key and isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
             self._tb.flush()
 
@@ -60,8 +62,13 @@ class MetricsLog:
             self._tb.close()
 
 
+LABELS = {"episode_return": "training episodes", "val_return": "validation (MAP)",
+          "elbo": "training ELBO", "iwae": "training IWAE bound", "val_elbo": "validation ELBO"}
+
+
 def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", "val_return"),
-               baseline: float | None = None) -> str:
+               baseline: float | None = None, x_key: str = "env_steps", xlabel: str = "environment steps",
+               ylabel: str = "episode return") -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,16 +76,15 @@ def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in keys:
-        pts = [(float(r["env_steps"]), float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
+        pts = [(float(r[x_key]), float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
         pts = [(x, y) for x, y in pts if math.isfinite(y)]
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o" if key == "val_return" else None, ms=3,
-                    label={"episode_return": "training episodes", "val_return": "validation (MAP)"}.get(key, key))
+            ax.plot(xs, ys, marker="o" if key.startswith("val_") else None, ms=3, label=LABELS.get(key, key))
     if baseline is not None:
         ax.axhline(baseline, color="gray", ls="--", label="uniform random policy")
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episode return")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -86,5 +92,26 @@ def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", 
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(images, path: str, columns: int = 8) -> str:
+    """[N, H, W, C] images in [0, 1] as one PNG grid (1-pixel gaps), written atomically."""
+    import numpy as np
+    from PIL import Image
+
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    grid = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c), np.float32)
+    for i, im in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w] = im
+    scale = max(1, 256 // max(grid.shape[:2]))
+    grid = np.kron(grid, np.ones((scale, scale, 1)))
+    pil = Image.fromarray(((grid[..., 0] if c == 1 else grid) * 255).astype(np.uint8))
+    tmp = path + ".tmp.png"
+    pil.save(tmp)
     os.replace(tmp, path)
     return path

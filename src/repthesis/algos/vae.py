@@ -1,0 +1,200 @@
+"""VAE / cVAE / crVAE / crIWAE training and NLL evaluation (thesis §5.3, App. 5.B, Table 5.B.1).
+
+``make_train(cfg, dataset)`` returns the same kind of ``Trainer`` as the RL side: ``init(rng)``,
+``run_chunk(state)`` (a jitted ``lax.scan`` over ``steps_per_chunk`` optimiser steps, batches drawn
+on device from the training set, dynamically binarised for MNIST) and data-parallel gradients
+(``pmean`` under ``shard_map``). ``log_weights`` and ``nll`` give the importance-sampled
+log-likelihood of App. 5.B (10K samples in the thesis), in nats, batched over samples so that
+memory is bounded by ``nll_chunk`` samples at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from repthesis.gen import objectives as obj
+from repthesis.nn.vae import KINDS, RECURRENT, VAE, check_image_size
+from repthesis.rl import parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Hyper-parameters (Table 5.B.1 ablation on binarised MNIST)."""
+
+    data: str = "mnist"  # repthesis.data name: mnist | shapes | folder:PATH
+    model: str = "crvae"  # vae | cvae | crvae
+    recurrent: str = "both"  # crvae's LSTM on the inference path, the generation path or both
+    blocks: int = 8  # T, channel blocks (Table 5.B.1: 4, 8, 16)
+    latent_channels: int = 16  # c of the latent map; every model has D = ⌈S/8⌉²·c latent units
+    lstm_size: int = 256  # units of crvae's block LSTMs
+    iw_samples: int = 1  # K of the training bound: 1 = ELBO, > 1 = IWAE (crIWAE with model=crvae)
+    image_size: int = 28  # images are resized to this (MNIST: 28)
+    batch_size: int = 64  # per optimiser step (over all devices)
+    learning_rate: float = 1e-3  # Adam
+    total_steps: int = 50_000  # optimiser steps; rounded up to whole chunks
+    steps_per_chunk: int = 500  # optimiser steps per compiled chunk (logging/checkpoint granularity)
+    checkpoint_every: int = 4  # chunks between checkpoints
+    nll_samples: int = 1000  # K of the importance-sampled NLL at evaluation (thesis: 10,000)
+    nll_chunk: int = 250  # samples per compiled NLL step: bounds memory
+
+    def __post_init__(self):
+        if self.model not in KINDS:
+            raise ValueError(f"model={self.model!r} is not valid; valid: {', '.join(KINDS)}")
+        if self.recurrent not in RECURRENT:
+            raise ValueError(f"recurrent={self.recurrent!r} is not valid; valid: {', '.join(RECURRENT)}")
+        for name in ("blocks", "latent_channels", "lstm_size", "iw_samples", "batch_size", "total_steps",
+                     "steps_per_chunk", "checkpoint_every", "nll_samples", "nll_chunk", "learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
+        if self.model == "crvae" and self.latent_channels % self.blocks:
+            raise ValueError(f"latent_channels={self.latent_channels} must be divisible by blocks={self.blocks}")
+        check_image_size(self.image_size)
+
+    @property
+    def num_chunks(self) -> int:
+        return max(1, math.ceil(self.total_steps / self.steps_per_chunk))
+
+
+@flax.struct.dataclass
+class VAEState:
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+    step: jax.Array
+
+
+def make_network(cfg: VAEConfig, channels: int) -> VAE:
+    return VAE(kind=cfg.model, image_size=cfg.image_size, channels=channels, latent_channels=cfg.latent_channels,
+               blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size)
+
+
+def log_likelihood(binary: bool, x: jax.Array, out: jax.Array) -> jax.Array:
+    """Bernoulli (binary data) or unit-variance Gaussian log p(x|z) per example."""
+    return obj.bernoulli_log_likelihood(x, out) if binary else obj.gaussian_log_likelihood(x, out)
+
+
+def log_weights(network: VAE, params, x: jax.Array, key: jax.Array, samples: int, binary: bool) -> jax.Array:
+    """[K, B] log p(x|z_k) + log p(z_k) − log q(z_k|x), z_k ~ q(z|x): the importance weights of
+    the IWAE bound and of the NLL estimate."""
+    mean, log_var = network.apply(params, x, method=network.encode)
+
+    def one(k):
+        z = obj.reparameterise(k, mean, log_var)
+        out = network.apply(params, z, method=network.decode)
+        return (log_likelihood(binary, x, out) + obj.standard_normal_log_density(z)
+                - obj.gaussian_log_density(z, mean, log_var))
+
+    return jax.lax.map(one, jax.random.split(key, samples))
+
+
+def elbo_terms(network: VAE, params, x: jax.Array, key: jax.Array, binary: bool) -> dict:
+    """Single-sample ELBO = E_q log p(x|z) − KL(q‖p), with the Gaussian KL in closed form."""
+    mean, log_var = network.apply(params, x, method=network.encode)
+    z = obj.reparameterise(key, mean, log_var)
+    rec = log_likelihood(binary, x, network.apply(params, z, method=network.decode))
+    kl = obj.kl_to_standard_normal(mean, log_var)
+    return {"elbo": rec - kl, "reconstruction": rec, "kl": kl}
+
+
+class Trainer(NamedTuple):
+    cfg: VAEConfig
+    network: VAE
+    init: Any  # rng -> VAEState
+    run_chunk: Any  # VAEState -> (VAEState, metrics)
+    place: Any
+    restore: Any
+    evaluate: Any  # (params, images, key) -> mean ELBO (nats) on ``images``
+    nll: Any  # (params, images[binary], key) -> per-example NLL estimate (nats)
+
+
+def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devices: int = 1) -> Trainer:
+    if cfg.batch_size % num_devices:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by --devices={num_devices}")
+    if train_images.shape[1] != cfg.image_size:
+        raise ValueError(f"images are {train_images.shape[1]}px but image_size={cfg.image_size}")
+    mesh = parallel.make_mesh(num_devices)
+    axis = parallel.axis_name(mesh)
+    network = make_network(cfg, train_images.shape[-1])
+    optimizer = optax.adam(cfg.learning_rate)
+    data = jnp.asarray(train_images)
+    per_device_batch = cfg.batch_size // num_devices
+
+    def init(rng) -> VAEState:
+        k_params, k_run = jax.random.split(rng)
+        params = network.init(k_params, data[:1])
+        return VAEState(params, optimizer.init(params), k_run, jnp.zeros((), jnp.int32))
+
+    def loss_fn(params, x, key):
+        if cfg.iw_samples == 1:
+            terms = elbo_terms(network, params, x, key, binary)
+            bound = terms["elbo"]
+            metrics = {k: jnp.mean(v) for k, v in terms.items()}
+        else:
+            bound = obj.iwae_bound(log_weights(network, params, x, key, cfg.iw_samples, binary))
+            metrics = {"iwae": jnp.mean(bound)}
+        return -jnp.mean(bound), metrics
+
+    def step(state: VAEState, _):
+        rng, k_batch, k_bin, k_loss = jax.random.split(state.rng, 4)
+        # Each device draws its own batch (its index folded in), so K devices see K× the examples.
+        device = jax.lax.axis_index(axis) if axis else 0
+        k_batch, k_bin, k_loss = (jax.random.fold_in(k, device) for k in (k_batch, k_bin, k_loss))
+        idx = jax.random.randint(k_batch, (per_device_batch,), 0, data.shape[0])
+        x = data[idx]
+        if binary:  # dynamic binarisation: a fresh Bernoulli draw of every training image
+            x = (jax.random.uniform(k_bin, x.shape) < x).astype(jnp.float32)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(parallel.per_device(state.params, axis), x, k_loss)
+        grads = parallel.pmean(grads, axis)
+        metrics = parallel.pmean(metrics, axis)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return VAEState(optax.apply_updates(state.params, updates), opt_state, rng, state.step + 1), metrics
+
+    def chunk(state: VAEState):
+        state, metrics = jax.lax.scan(step, state, None, cfg.steps_per_chunk)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
+    run_chunk = parallel.shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
+    shardings = parallel.to_shardings(mesh, specs)
+
+    def place(state):
+        return jax.device_put(state, shardings)
+
+    @jax.jit
+    def _elbo_batch(params, x, key):
+        return elbo_terms(network, params, x, key, binary)["elbo"]
+
+    def evaluate(params, images, key, batch: int = 500) -> float:
+        total = 0.0
+        for i in range(0, len(images), batch):
+            total += float(jnp.sum(_elbo_batch(params, jnp.asarray(images[i:i + batch]), jax.random.fold_in(key, i))))
+        return total / len(images)
+
+    @jax.jit
+    def _weights_chunk(params, x, key):
+        return log_weights(network, params, x, key, cfg.nll_chunk, binary)
+
+    def nll(params, images, key, samples: int | None = None, batch: int = 100) -> np.ndarray:
+        """−log p(x) ≈ −log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``samples`` (default ``nll_samples``),
+        drawn ``nll_chunk`` at a time and combined by a streaming log-sum-exp."""
+        samples = samples or cfg.nll_samples
+        if samples <= 0:
+            raise ValueError(f"samples={samples} must be > 0")
+        chunks = math.ceil(samples / cfg.nll_chunk)
+        out = []
+        for i in range(0, len(images), batch):
+            x = jnp.asarray(images[i:i + batch])
+            parts = (_weights_chunk(params, x, jax.random.fold_in(jax.random.fold_in(key, i), c)) for c in range(chunks))
+            out.append(-np.asarray(obj.streaming_log_mean_exp(parts)))
+        return np.concatenate(out)
+
+    return Trainer(cfg, network, lambda rng: place(jax.jit(init)(rng)), run_chunk, place, place, evaluate, nll)

@@ -1,0 +1,1 @@
+"""Objectives and estimators of the generative chapters (pure functions, STYLE.md §3)."""

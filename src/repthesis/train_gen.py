@@ -1,0 +1,108 @@
+"""The generative side of ``python -m repthesis.train`` (``--algo=vae|cvae|crvae|criwae``): the
+same run directory, checkpoints, resume, NaN stop and curves as the RL side, counted in
+optimiser steps. Input was validated by ``train.resolve`` before this runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+from repthesis import registry
+
+VAL_IMAGES = 1000  # validation images for the ELBO at each checkpoint (fixed binarisation)
+GRID = 64  # images per sample / reconstruction grid
+
+
+def run_gen(args, cfg) -> int:
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from repthesis import data
+    from repthesis.utils.checkpoint import CheckpointStore
+    from repthesis.utils.logging import MetricsLog, plot_curve, save_grid
+
+    out = args.out
+    algo = registry.get_algo(args.algo)
+    ds = data.load(cfg.data, args.data_dir, cfg.image_size, seed=args.seed)
+    if not args.resume:
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump({"algo": args.algo, "seed": args.seed, "config": dataclasses.asdict(cfg)}, f, indent=2)
+    trainer = algo.make_train(cfg, ds.train, ds.binary, num_devices=args.devices)
+    ckpts = CheckpointStore(os.path.join(out, "checkpoints"))
+    best = CheckpointStore(os.path.join(out, "best"), max_to_keep=1)
+    log = MetricsLog(out, step_key="step")
+    state = trainer.init(jax.random.PRNGKey(args.seed))
+    start_chunk, best_val = 0, -math.inf
+    if args.resume:
+        step, restored = ckpts.restore_latest(state)
+        if restored is None:
+            print(f"repthesis.train: error: --resume: no readable checkpoint in {ckpts.directory}", file=sys.stderr)
+            return 2
+        state = trainer.restore(restored)
+        start_chunk = int(state.step) // cfg.steps_per_chunk
+        log.truncate_after(int(state.step))
+        vals = [float(r["val_elbo"]) for r in log.rows() if r.get("val_elbo") not in (None, "", "nan")]
+        best_val = max(vals, default=-math.inf)
+        print(f"resumed from checkpoint at step {step} ({start_chunk}/{cfg.num_chunks} chunks done)")
+
+    val = ds.valid[:VAL_IMAGES]
+    val = data.binarise(val, 1_000_000 + args.seed) if ds.binary else val
+    bound = "elbo" if cfg.iw_samples == 1 else "iwae"
+    key = jax.random.PRNGKey(1_000_000 + args.seed)  # evaluation noise: fixed, never a training key
+    prior = jax.random.normal(key, (GRID,) + (trainer.network.apply(state.params, val[:1], method=trainer.network.encode)[0].shape[1:]))
+    decode = jax.jit(lambda p, z: trainer.network.apply(p, z, method=trainer.network.decode))
+    encode = jax.jit(lambda p, x: trainer.network.apply(p, x, method=trainer.network.encode)[0])
+    as_image = (lambda o: jax.nn.sigmoid(o)) if ds.binary else (lambda o: o)
+
+    bar = tqdm(total=cfg.num_chunks * cfg.steps_per_chunk, initial=start_chunk * cfg.steps_per_chunk, unit="step",
+               disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True)
+    t_start, last_ckpt = time.time(), (ckpts.steps()[-1] if ckpts.steps() else None)
+    for chunk in range(start_chunk, cfg.num_chunks):
+        t0 = time.time()
+        new_state, metrics = trainer.run_chunk(state)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        dt = time.time() - t0
+        if not math.isfinite(metrics[bound]):
+            bar.close()
+            print(f"repthesis.train: error: non-finite {bound} at chunk {chunk + 1} ({metrics[bound]}); stopped. "
+                  f"Last good checkpoint: {last_ckpt if last_ckpt is not None else 'none'} in {ckpts.directory}",
+                  file=sys.stderr)
+            return 1
+        state = new_state
+        step = int(state.step)
+        row = {"step": step, **metrics, "steps_per_s": cfg.steps_per_chunk / dt, "wall_time": time.time() - t_start}
+        final = chunk == cfg.num_chunks - 1
+        if (chunk + 1) % cfg.checkpoint_every == 0 or final:
+            row["val_elbo"] = trainer.evaluate(state.params, val, key)
+            if row["val_elbo"] > best_val:
+                best_val = row["val_elbo"]
+                best.save(step, {"params": state.params, "val_elbo": np.float32(best_val)})
+            last_ckpt = step
+            ckpts.save(step, state)
+            save_grid(as_image(decode(state.params, prior)), os.path.join(out, "samples.png"))
+            recon = as_image(decode(state.params, encode(state.params, val[:GRID // 2])))
+            pairs = np.stack([np.asarray(val[:GRID // 2]), np.asarray(recon)], 1).reshape((-1,) + val.shape[1:])
+            save_grid(pairs, os.path.join(out, "reconstructions.png"))  # each input, then its reconstruction
+            plot_curve(log.rows() + [row], os.path.join(out, "curve.png"), f"{args.algo} on {cfg.data} (seed {args.seed})",
+                       keys=(bound, "val_elbo"), x_key="step", xlabel="optimiser steps", ylabel="nats per image")
+        log.append(row)
+        bar.update(cfg.steps_per_chunk)
+        bar.set_postfix({bound: f"{metrics[bound]:.2f}"})
+        if args.no_progress or not sys.stderr.isatty():
+            print(f"[{step:>8d} steps] {bound} {metrics[bound]:.3f}  steps/s {row['steps_per_s']:.1f}"
+                  + (f"  val ELBO {row['val_elbo']:.2f}" if "val_elbo" in row else ""), flush=True)
+    bar.close()
+    log.close()
+    ckpts.close()
+    best.close()
+    print(f"done: {cfg.num_chunks * cfg.steps_per_chunk} optimiser steps in {time.time() - t_start:.0f}s; "
+          f"best validation ELBO {best_val:.2f} nats")
+    for name in ("curve.png", "samples.png", "reconstructions.png"):
+        print(f"  {name[:-4] + ':':16s}{os.path.join(out, name)}")
+    print(f"  {'metrics:':16s}{log.path}\n  {'checkpoint:':16s}{os.path.join(ckpts.directory, str(last_ckpt))}")
+    return 0

@@ -1,0 +1,71 @@
+"""VAE / cVAE / crVAE networks: shapes, the channel-recurrent latent's causality, gradients everywhere."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from repthesis.algos.vae import log_weights
+from repthesis.gen import objectives as obj
+from repthesis.nn.vae import VAE, from_blocks, to_blocks
+
+X = (jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 16, 1)) < 0.4).astype(jnp.float32)
+
+
+def make(**kw):
+    net = VAE(image_size=16, channels=1, latent_channels=8, blocks=4, lstm_size=16, **kw)
+    return net, net.init(jax.random.PRNGKey(1), X)
+
+
+def test_blocks_round_trip_and_hold_consecutive_channels():
+    z = jnp.arange(2 * 2 * 3 * 8, dtype=jnp.float32).reshape(2, 2, 3, 8)
+    blocks = to_blocks(z, 4)
+    assert blocks.shape == (2, 4, 2 * 3 * 2)
+    np.testing.assert_array_equal(from_blocks(blocks, (2, 3, 8)), z)
+    np.testing.assert_array_equal(blocks[0, 1].reshape(2, 3, 2), z[0, :, :, 2:4])
+
+
+@pytest.mark.parametrize("kind, latent_shape", [("vae", (3, 2 * 2 * 8)), ("cvae", (3, 2, 2, 8)), ("crvae", (3, 2, 2, 8))])
+def test_shapes(kind, latent_shape):
+    net, params = make(kind=kind)
+    mean, log_var = net.apply(params, X, method=net.encode)
+    assert mean.shape == log_var.shape == latent_shape
+    assert net.apply(params, mean, method=net.decode).shape == X.shape
+
+
+def test_generation_block_t_depends_only_on_blocks_up_to_t():
+    net, params = make(kind="crvae")
+    z = jax.random.normal(jax.random.PRNGKey(2), (1, 2, 2, 8))
+
+    def u_blocks(zb):
+        return to_blocks(net.apply(params, from_blocks(zb, (2, 2, 8)), method=net.transform), 4)[0]
+
+    jac = jax.jacobian(u_blocks)(to_blocks(z, 4))  # [T, d, 1, T, d]
+    dep = np.abs(np.asarray(jac)).sum(axis=(1, 2, 4))  # [t_out, t_in]
+    assert np.all(dep[np.triu_indices(4, k=1)] == 0)  # no block sees a later one
+    assert np.all(np.diag(dep) > 0) and np.all(dep[np.tril_indices(4, k=-1)] > 0)
+
+
+@pytest.mark.parametrize("kw", [dict(kind="vae"), dict(kind="cvae"), dict(kind="crvae"),
+                                dict(kind="crvae", recurrent="inference"), dict(kind="crvae", recurrent="generation")],
+                         ids=lambda kw: "-".join(kw.values()))
+def test_gradient_of_the_iwae_bound_reaches_every_parameter(kw):
+    net, params = make(**kw)
+
+    def loss(p):
+        return -jnp.mean(obj.iwae_bound(log_weights(net, p, X, jax.random.PRNGKey(3), 2, True)))
+
+    grads = jax.grad(loss)(params)
+    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    dead = [jax.tree_util.keystr(path) for path, g in flat if not np.any(np.asarray(g) != 0)]
+    assert not dead, f"no gradient reaches {dead}"
+    names = str(jax.tree_util.tree_structure(params))
+    assert ("inference_lstm" in names) == (kw.get("kind") == "crvae" and kw.get("recurrent", "both") != "generation")
+    assert ("generation_lstm" in names) == (kw.get("kind") == "crvae" and kw.get("recurrent", "both") != "inference")
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="valid: a multiple of 4"):
+        VAE(kind="cvae", image_size=30).init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 1)))
+    with pytest.raises(ValueError, match="divisible by blocks"):
+        VAE(image_size=16, latent_channels=6, blocks=4).init(jax.random.PRNGKey(0), X)
