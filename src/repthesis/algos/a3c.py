@@ -95,7 +95,7 @@ class A3CConfig:
     def python_update_loop(self) -> bool:
         """XLA:CPU runs convolution gradients several times slower inside loops (jax-ml/jax#12868)."""
         if self.update_loop == "auto":
-            return self.torso != "mlp" and jax.default_backend() == "cpu"
+            return self.torso != "mlp" and parallel.slow_conv_grads_in_loops()
         return self.update_loop == "python"
 
     @property
@@ -292,13 +292,6 @@ def make_train(cfg: A3CConfig, num_devices: int = 1, env_seed: int = 0) -> Train
                               update_step=state.update_step + 1)
         return state, (metrics, parallel.psum(jnp.sum(return_sum), axis), parallel.psum(jnp.sum(episodes), axis))
 
-    def updates(state: LearnerState, n: int):
-        """n updates in one program; per-update metrics stacked."""
-        if n == 1:  # no loop at all (even a one-trip scan is a loop to XLA)
-            state, out = update(state, None)
-            return state, jax.tree.map(lambda x: x[None], out)
-        return jax.lax.scan(update, state, None, n)
-
     def summarise(per_update) -> dict:
         metrics, return_sums, episodes = per_update
         metrics = jax.tree.map(jnp.mean, metrics)
@@ -307,25 +300,10 @@ def make_train(cfg: A3CConfig, num_devices: int = 1, env_seed: int = 0) -> Train
         metrics["episode_return"] = jnp.where(total > 0, jnp.sum(return_sums) / jnp.maximum(total, 1), jnp.nan)
         return metrics
 
-    def chunk(state: LearnerState):
-        state, per_update = updates(state, cfg.updates_per_chunk)
-        return state, summarise(per_update)
-
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     specs = state_specs(abstract)
-    scan_chunk = parallel.shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
-    run_chunk = scan_chunk
-    if cfg.python_update_loop:
-        # One compiled update (rollout + learning) per call, looped here: XLA:CPU runs convolution
-        # gradients several times slower inside a loop body (jax-ml/jax#12868).
-        one_update = parallel.shard_program(lambda s: updates(s, 1), mesh, in_specs=(specs,), out_specs=(specs, P()))
-
-        def run_chunk(state: LearnerState):
-            per_update = []
-            for _ in range(cfg.updates_per_chunk):
-                state, out = one_update(state)
-                per_update.append(out)
-            return state, summarise(jax.tree.map(lambda *xs: jnp.concatenate(xs), *per_update))
+    run_chunk, scan_chunk = parallel.chunk_programs(update, cfg.updates_per_chunk, summarise, mesh, specs,
+                                                    cfg.python_update_loop)
     shardings = parallel.to_shardings(mesh, specs)
 
     def place(state: LearnerState) -> LearnerState:

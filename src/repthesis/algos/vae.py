@@ -45,10 +45,13 @@ class VAEConfig:
     checkpoint_every: int = 4  # chunks between checkpoints
     nll_samples: int = 1000  # K of the importance-sampled NLL at evaluation (thesis: 10,000)
     nll_chunk: int = 250  # samples per compiled NLL step: bounds memory
+    update_loop: str = "auto"  # steps of a chunk: scan (one program) | python | auto (python on CPU, jax#12868)
 
     def __post_init__(self):
         if self.model not in KINDS:
             raise ValueError(f"model={self.model!r} is not valid; valid: {', '.join(KINDS)}")
+        if self.update_loop not in ("auto", "scan", "python"):
+            raise ValueError(f"update_loop={self.update_loop!r} is not valid; valid: auto, scan, python")
         if self.recurrent not in RECURRENT:
             raise ValueError(f"recurrent={self.recurrent!r} is not valid; valid: {', '.join(RECURRENT)}")
         for name in ("blocks", "latent_channels", "lstm_size", "iw_samples", "batch_size", "total_steps",
@@ -82,18 +85,25 @@ def log_likelihood(binary: bool, x: jax.Array, out: jax.Array) -> jax.Array:
     return obj.bernoulli_log_likelihood(x, out) if binary else obj.gaussian_log_likelihood(x, out)
 
 
-def log_weights(network: VAE, params, x: jax.Array, key: jax.Array, samples: int, binary: bool) -> jax.Array:
+def log_weights(network: VAE, params, x: jax.Array, key: jax.Array, samples: int, binary: bool,
+                sequential: bool = False) -> jax.Array:
     """[K, B] log p(x|z_k) + log p(z_k) − log q(z_k|x), z_k ~ q(z|x): the importance weights of
-    the IWAE bound and of the NLL estimate."""
+    the IWAE bound and of the NLL estimate. The K samples are decoded as one batch of K·B, or one
+    sample at a time with ``sequential`` (memory-bounded evaluation; no gradient needed there, and
+    XLA:CPU runs convolution gradients slowly inside loops, jax-ml/jax#12868)."""
     mean, log_var = network.apply(params, x, method=network.encode)
 
-    def one(k):
-        z = obj.reparameterise(k, mean, log_var)
+    def weights(z, x, mean, log_var):
         out = network.apply(params, z, method=network.decode)
         return (log_likelihood(binary, x, out) + obj.standard_normal_log_density(z)
                 - obj.gaussian_log_density(z, mean, log_var))
 
-    return jax.lax.map(one, jax.random.split(key, samples))
+    keys = jax.random.split(key, samples)
+    if sequential:
+        return jax.lax.map(lambda k: weights(obj.reparameterise(k, mean, log_var), x, mean, log_var), keys)
+    z = jax.vmap(lambda k: obj.reparameterise(k, mean, log_var))(keys)  # [K, B, ...]
+    flat = lambda a: jnp.broadcast_to(a, z.shape[:1] + a.shape).reshape((-1,) + a.shape[1:])  # noqa: E731
+    return weights(z.reshape((-1,) + z.shape[2:]), flat(x), flat(mean), flat(log_var)).reshape(samples, -1)
 
 
 def elbo_terms(network: VAE, params, x: jax.Array, key: jax.Array, binary: bool) -> dict:
@@ -158,12 +168,10 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return VAEState(optax.apply_updates(state.params, updates), opt_state, rng, state.step + 1), metrics
 
-    def chunk(state: VAEState):
-        state, metrics = jax.lax.scan(step, state, None, cfg.steps_per_chunk)
-        return state, jax.tree.map(jnp.mean, metrics)
-
     specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
-    run_chunk = parallel.shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
+    python_loop = cfg.update_loop == "python" or (cfg.update_loop == "auto" and parallel.slow_conv_grads_in_loops())
+    run_chunk, _ = parallel.chunk_programs(step, cfg.steps_per_chunk, lambda m: jax.tree.map(jnp.mean, m), mesh,
+                                           specs, python_loop)
     shardings = parallel.to_shardings(mesh, specs)
 
     def place(state):
@@ -181,7 +189,7 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
 
     @jax.jit
     def _weights_chunk(params, x, key):
-        return log_weights(network, params, x, key, cfg.nll_chunk, binary)
+        return log_weights(network, params, x, key, cfg.nll_chunk, binary, sequential=True)
 
     def nll(params, images, key, samples: int | None = None, batch: int = 100) -> np.ndarray:
         """−log p(x) ≈ −log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``samples`` (default ``nll_samples``),

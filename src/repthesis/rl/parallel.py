@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -70,3 +71,42 @@ def pmean(tree, axis_name: str | None = DATA_AXIS):
 
 def psum(tree, axis_name: str | None = DATA_AXIS):
     return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def chunk_programs(update: Callable, n: int, summarise: Callable, mesh: Mesh, specs, python_loop: bool):
+    """(run_chunk, scan_chunk) for ``n`` updates ``update(state, None) -> (state, per_update)``.
+
+    ``scan_chunk`` is one program: a ``lax.scan`` over the n updates, then ``summarise`` of the
+    stacked per-update outputs. With ``python_loop``, ``run_chunk`` instead calls a one-update
+    program (no loop at all: even a one-trip scan is a loop to XLA) n times and summarises the
+    same stacked outputs: XLA:CPU runs convolution gradients several times slower inside loop
+    bodies (jax-ml/jax#12868). Otherwise ``run_chunk`` is ``scan_chunk``.
+    """
+
+    def chunk(state):
+        state, per_update = jax.lax.scan(update, state, None, n)
+        return state, summarise(per_update)
+
+    scan_chunk = shard_program(chunk, mesh, in_specs=(specs,), out_specs=(specs, P()))
+    if not python_loop:
+        return scan_chunk, scan_chunk
+
+    def one(state):
+        state, out = update(state, None)
+        return state, jax.tree.map(lambda x: x[None], out)
+
+    one_update = shard_program(one, mesh, in_specs=(specs,), out_specs=(specs, P()))
+
+    def run_chunk(state):
+        outs = []
+        for _ in range(n):
+            state, out = one_update(state)
+            outs.append(out)
+        return state, summarise(jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs))
+
+    return run_chunk, scan_chunk
+
+
+def slow_conv_grads_in_loops() -> bool:
+    """True on CPU, where XLA runs convolution gradients slowly inside loops (jax-ml/jax#12868)."""
+    return jax.default_backend() == "cpu"
