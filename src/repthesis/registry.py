@@ -38,6 +38,11 @@ ALGOS: dict[str, Algo] = {
 }
 
 
+def names(kind: str) -> list[str]:
+    """Algorithm names of one kind: 'rl' or 'gen'."""
+    return [name for name, algo in ALGOS.items() if algo.kind == kind]
+
+
 class ConfigError(ValueError):
     """Bad algorithm name or config field; the message is one line naming the valid choices."""
 

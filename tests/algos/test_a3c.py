@@ -13,7 +13,7 @@ import pytest
 from repthesis import registry
 from tests.algos.tiny import TINY
 
-ALGOS = list(registry.ALGOS)
+ALGOS = registry.names("rl")
 
 
 @pytest.mark.parametrize("algo", ALGOS)
