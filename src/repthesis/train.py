@@ -68,7 +68,7 @@ def parse_overrides(algo: str, tokens: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m repthesis.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m repthesis.train", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algo", default=DEFAULT_ALGO, help=f"one of: {', '.join(registry.ALGOS)}")
     p.add_argument("--seed", type=int, default=0)
