@@ -31,7 +31,6 @@ from repthesis.rl import parallel
 from repthesis.rl.returns import nstep_returns_and_gae
 
 NOISE_RESAMPLE = ("step", "iteration")
-UPDATE_LOOPS = ("auto", "scan", "python")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +71,7 @@ class A3CConfig:
     def __post_init__(self):
         choices = {
             "unit": UNITS, "placement": PLACEMENTS, "noisy": NOISY, "torso": TORSOS,
-            "activation_noise": NOISE_RESAMPLE, "weight_noise": NOISE_RESAMPLE, "update_loop": UPDATE_LOOPS,
+            "activation_noise": NOISE_RESAMPLE, "weight_noise": NOISE_RESAMPLE, "update_loop": parallel.UPDATE_LOOPS,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -94,9 +93,7 @@ class A3CConfig:
     @property
     def python_update_loop(self) -> bool:
         """XLA:CPU runs convolution gradients several times slower inside loops (jax-ml/jax#12868)."""
-        if self.update_loop == "auto":
-            return self.torso != "mlp" and parallel.slow_conv_grads_in_loops()
-        return self.update_loop == "python"
+        return parallel.python_update_loop(self.update_loop, has_conv=self.torso != "mlp")
 
     @property
     def steps_per_update(self) -> int:

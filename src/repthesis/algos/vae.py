@@ -50,8 +50,8 @@ class VAEConfig:
     def __post_init__(self):
         if self.model not in KINDS:
             raise ValueError(f"model={self.model!r} is not valid; valid: {', '.join(KINDS)}")
-        if self.update_loop not in ("auto", "scan", "python"):
-            raise ValueError(f"update_loop={self.update_loop!r} is not valid; valid: auto, scan, python")
+        if self.update_loop not in parallel.UPDATE_LOOPS:
+            raise ValueError(f"update_loop={self.update_loop!r} is not valid; valid: {', '.join(parallel.UPDATE_LOOPS)}")
         if self.recurrent not in RECURRENT:
             raise ValueError(f"recurrent={self.recurrent!r} is not valid; valid: {', '.join(RECURRENT)}")
         for name in ("blocks", "latent_channels", "lstm_size", "iw_samples", "batch_size", "total_steps",
@@ -169,9 +169,8 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
         return VAEState(optax.apply_updates(state.params, updates), opt_state, rng, state.step + 1), metrics
 
     specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
-    python_loop = cfg.update_loop == "python" or (cfg.update_loop == "auto" and parallel.slow_conv_grads_in_loops())
     run_chunk, _ = parallel.chunk_programs(step, cfg.steps_per_chunk, lambda m: jax.tree.map(jnp.mean, m), mesh,
-                                           specs, python_loop)
+                                           specs, parallel.python_update_loop(cfg.update_loop, has_conv=True))
     shardings = parallel.to_shardings(mesh, specs)
 
     def place(state):

@@ -107,6 +107,12 @@ def chunk_programs(update: Callable, n: int, summarise: Callable, mesh: Mesh, sp
     return run_chunk, scan_chunk
 
 
-def slow_conv_grads_in_loops() -> bool:
-    """True on CPU, where XLA runs convolution gradients slowly inside loops (jax-ml/jax#12868)."""
-    return jax.default_backend() == "cpu"
+UPDATE_LOOPS = ("auto", "scan", "python")  # how a chunk runs its updates (``chunk_programs``)
+
+
+def python_update_loop(update_loop: str, has_conv: bool) -> bool:
+    """Whether a chunk loops its updates from Python: 'python', or 'auto' for a network with
+    convolutions on CPU, where XLA runs their gradients slowly inside loops (jax-ml/jax#12868)."""
+    if update_loop == "auto":
+        return has_conv and jax.default_backend() == "cpu"
+    return update_loop == "python"
