@@ -195,3 +195,15 @@ def test_generative_cli_trains_writes_images_and_resumes_bit_identically(tmp_pat
     keep = ("step", "elbo", "reconstruction", "kl", "val_elbo")  # everything but wall-clock timings
     rows_a, rows_b = ([{k: r[k] for k in keep} for r in csv.DictReader(open(d / "metrics.csv"))] for d in (a, b))
     assert rows_a == rows_b and len(rows_a) == 2
+    # evaluate --nll: the resumed run's model is the uninterrupted one's, so its NLL is the same number
+    from repthesis import evaluate
+
+    assert evaluate.main(["--nll", f"--run={a}", f"--run={b}", "--samples=8", "--test-images=10",
+                          "--checkpoint=latest", f"--out={tmp_path}"]) == 0
+    table = [line for line in open(tmp_path / "nll.md") if line.startswith("| a |") or line.startswith("| b |")]
+    nll = [float(line.split("|")[3]) for line in table]
+    assert len(nll) == 2 and nll[0] == nll[1] and 0 < nll[0] < 16 * 16 * 3 * 10, table
+    assert evaluate.main(["--nll", f"--run={a}", "--samples=0"]) == 2
+    assert "--samples=0 must be > 0" in capsys.readouterr().err
+    assert evaluate.main([f"--run={a}", "--test-images=-1"]) == 2  # a generative run gets --nll by itself
+    assert "--test-images=-1 must be >= 0" in capsys.readouterr().err

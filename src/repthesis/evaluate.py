@@ -1,7 +1,15 @@
-"""Evaluate trained runs with the thesis protocol (§2.5.1–2.5.2) and its analyses (§2.6).
+"""Evaluate trained runs with the thesis protocol (§2.5.1–2.5.2) and its analyses (§2.6), or
+generative runs by their importance-sampled negative log-likelihood (App. 5.B).
 
     python -m repthesis.evaluate --run=DIR [--run=DIR ...] [--modes=map,vote-1,vote-5,vote-50]
         [--test-seeds=10] [--checkpoint=best|latest] [--out=DIR] [--analysis] [--gif]
+    python -m repthesis.evaluate [--nll] --run=DIR [--run=DIR ...] [--samples=K] [--test-images=N]
+        [--data-dir=DIR] [--checkpoint=best|latest] [--out=DIR]
+
+NLL: −log p(x) ≈ −log (1/K) Σ_k p(x, z_k)/q(z_k|x) with z_k ~ q(z|x) (Rezende et al., 2014), K =
+``--samples`` (the thesis: 10,000; default: the run's ``nll_samples``), on the test split, in
+nats per image; binary data (MNIST) is binarised once with a fixed seed, the same for every run.
+Writes ``nll.md`` (mean ± standard error over images). Generative runs are always evaluated this way.
 
 Protocol: each run's model is the one selected on the validation seed during training
 (``best/``; ``--checkpoint=latest`` takes the newest checkpoint instead); it is tested on
@@ -21,6 +29,7 @@ import os
 import sys
 
 TEST_SEED_OFFSET = 2_000_000  # test seeds: disjoint from training keys and validation seeds (1_000_000+)
+NLL_BINARISATION_SEED = 3_000_000  # the one fixed binarisation of a binary test set
 
 
 def _fail(msg: str) -> int:
@@ -28,8 +37,14 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def load_run(run_dir: str, which: str):
-    """(algo name, config, trainer, params) of a finished or running training run."""
+def run_algo(run_dir: str) -> str:
+    with open(os.path.join(run_dir, "config.json")) as f:
+        return json.load(f)["algo"]
+
+
+def load_run(run_dir: str, which: str, dataset=None):
+    """(algo name, config, trainer, params) of a finished or running training run; a generative
+    run needs its ``dataset`` (``repthesis.data.Dataset``) to build its trainer."""
     import jax
     import numpy as np
 
@@ -39,12 +54,16 @@ def load_run(run_dir: str, which: str):
     with open(os.path.join(run_dir, "config.json")) as f:
         saved = json.load(f)
     cfg = registry.make_config(saved["algo"], saved["config"])
-    trainer = registry.get_algo(saved["algo"]).make_train(cfg)
+    algo = registry.get_algo(saved["algo"])
+    if algo.kind == "gen":
+        trainer, best_key = algo.make_train(cfg, dataset.train, dataset.binary), "val_elbo"
+    else:
+        trainer, best_key = algo.make_train(cfg), "val_return"
     state = trainer.init(jax.random.PRNGKey(0))
     params = None
     if which == "best" and os.path.isdir(os.path.join(run_dir, "best")):
         store = CheckpointStore(os.path.join(run_dir, "best"), max_to_keep=1)
-        _, tree = store.restore_latest({"params": state.params, "val_return": np.float32(0)})
+        _, tree = store.restore_latest({"params": state.params, best_key: np.float32(0)})
         store.close()
         params = None if tree is None else tree["params"]
     if params is None:
@@ -82,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write evaluation.md and plots (default: first --run)")
     p.add_argument("--analysis", action="store_true", help="value-variance and entropy plots (Figs 2.4–2.6)")
     p.add_argument("--gif", action="store_true", help="write an episode GIF of the MAP policy")
+    p.add_argument("--nll", action="store_true", help="generative runs: importance-sampled NLL on the test split")
+    p.add_argument("--samples", type=int, default=None, help="--nll: K importance samples per image (thesis 10000)")
+    p.add_argument("--test-images", type=int, default=0, help="--nll: first N test images (0 = all)")
+    p.add_argument("--data-dir", default=None, help="--nll: where the dataset lives (see python -m repthesis.data)")
     args = p.parse_args(argv)
-
     from repthesis.rl.evaluation import parse_mode, runner_for
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -92,11 +114,20 @@ def main(argv: list[str] | None = None) -> int:
             parse_mode(m)
     except ValueError as e:
         return _fail(str(e))
-    if args.test_seeds < 1:
-        return _fail(f"--test-seeds={args.test_seeds} must be >= 1")
     for run in args.run:
         if not os.path.exists(os.path.join(run, "config.json")):
             return _fail(f"--run={run!r} is not a training run (no config.json)")
+    from repthesis import registry
+
+    kinds = {registry.get_algo(run_algo(r)).kind for r in args.run}
+    if args.nll or "gen" in kinds:
+        if kinds != {"gen"}:
+            return _fail("--nll evaluates generative runs (algos: " + ", ".join(registry.names("gen"))
+                         + "); RL runs take --modes" if args.nll else "generative and RL runs cannot be evaluated together")
+        return nll_main(args)
+
+    if args.test_seeds < 1:
+        return _fail(f"--test-seeds={args.test_seeds} must be >= 1")
     out_dir = args.out or args.run[0]
     os.makedirs(out_dir, exist_ok=True)
 
@@ -131,6 +162,80 @@ def main(argv: list[str] | None = None) -> int:
             print(f"plot: {path}")
     if args.gif:
         print(f"gif: {episode_gif(loaded[0], out_dir, int(seeds[0]))}")
+    return 0
+
+
+def nll_table(rows: list[dict]) -> str:
+    lines = ["| run | algo | NLL (nats) | ± s.e. | K | images |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['algo']} | {r['nll']:.2f} | {r['se']:.2f} | {r['samples']} | {r['images']} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def test_set(dataset, test_images: int = 0):
+    """The evaluation images: the test split (first ``test_images`` if > 0), binarised once with
+    ``NLL_BINARISATION_SEED`` when the data is binary, so every run sees the same set."""
+    from repthesis import data
+
+    images = dataset.test[:test_images] if test_images > 0 else dataset.test
+    return data.binarise(images, NLL_BINARISATION_SEED) if dataset.binary else images
+
+
+def nll_main(args) -> int:
+    import time
+
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from repthesis import data, registry
+
+    if args.samples is not None and args.samples <= 0:
+        return _fail(f"--samples={args.samples} must be > 0 (importance samples per image; the thesis uses 10000)")
+    if args.test_images < 0:
+        return _fail(f"--test-images={args.test_images} must be >= 0 (0 = the whole test split)")
+    configs = []
+    for run in args.run:
+        with open(os.path.join(run, "config.json")) as f:
+            saved = json.load(f)
+        configs.append(registry.make_config(saved["algo"], saved["config"]))
+        try:
+            data.check(configs[-1].data, args.data_dir)
+        except data.DataError as e:
+            return _fail(str(e))
+    out_dir = args.out or args.run[0]
+    os.makedirs(out_dir, exist_ok=True)
+    rows, datasets = [], {}
+    for run, cfg in zip(args.run, configs):
+        key = (cfg.data, cfg.image_size)
+        if key not in datasets:
+            datasets[key] = data.load(cfg.data, args.data_dir, cfg.image_size)
+        try:
+            algo, cfg, trainer, params = load_run(run, args.checkpoint, datasets[key])
+        except FileNotFoundError as e:
+            return _fail(str(e))
+        images = test_set(datasets[key], args.test_images)
+        samples = args.samples or cfg.nll_samples
+        t0, parts, batch = time.time(), [], 100
+        for i in tqdm(range(0, len(images), batch), desc=f"NLL {os.path.basename(os.path.normpath(run))}",
+                      unit="batch", disable=not sys.stderr.isatty()):
+            parts.append(trainer.nll(params, images[i:i + batch], jax.random.fold_in(jax.random.PRNGKey(TEST_SEED_OFFSET), i),
+                                     samples=samples))
+        nll = np.concatenate(parts)
+        row = {"run": os.path.basename(os.path.normpath(run)), "algo": algo, "nll": float(nll.mean()),
+               "se": float(nll.std() / np.sqrt(len(nll))), "samples": samples, "images": len(nll),
+               "seconds": time.time() - t0}
+        rows.append(row)
+        print(f"{run}: NLL {row['nll']:.2f} ± {row['se']:.2f} nats ({len(nll)} test images, K={samples}, "
+              f"{row['seconds']:.0f}s)", flush=True)
+    table = nll_table(rows)
+    report = os.path.join(out_dir, "nll.md")
+    with open(report, "w") as f:
+        f.write(f"# Importance-sampled NLL (App. 5.B)\n\nCheckpoint: {args.checkpoint}; test split"
+                f"{', binarised once (seed %d)' % NLL_BINARISATION_SEED if datasets[key].binary else ''}; "
+                f"± is the standard error over images.\n\n{table}\n")
+    print(table)
+    print(f"table: {report}")
     return 0
 
 

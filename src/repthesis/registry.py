@@ -35,6 +35,8 @@ ALGOS: dict[str, Algo] = {
                   "channel-recurrent VAE; --recurrent=both|inference|generation, --blocks=T (§5.3.2)", "gen"),
     "criwae": Algo(vae.VAEConfig, {"model": "crvae", "iw_samples": 5}, vae.make_train,
                    "crVAE trained on the importance-weighted bound, K=5 (App. 5.B)", "gen"),
+    "crvae-2layer": Algo(vae.VAEConfig, {"model": "crvae", "stochastic_layers": 2}, vae.make_train,
+                         "crVAE with 2 stochastic layers: z2 → z1 → x (App. 5.B)", "gen"),
 }
 
 

@@ -54,7 +54,7 @@ def run_gen(args, cfg) -> int:
     val = data.binarise(val, 1_000_000 + args.seed) if ds.binary else val
     bound = "elbo" if cfg.iw_samples == 1 else "iwae"
     key = jax.random.PRNGKey(1_000_000 + args.seed)  # evaluation noise: fixed, never a training key
-    prior = jax.random.normal(key, (GRID,) + (trainer.network.apply(state.params, val[:1], method=trainer.network.encode)[0].shape[1:]))
+    prior = trainer.network.apply(state.params, key, GRID, method=trainer.network.sample_prior)  # fixed draws
     decode = jax.jit(lambda p, z: trainer.network.apply(p, z, method=trainer.network.decode))
     encode = jax.jit(lambda p, x: trainer.network.apply(p, x, method=trainer.network.encode)[0])
     as_image = (lambda o: jax.nn.sigmoid(o)) if ds.binary else (lambda o: o)

@@ -19,8 +19,9 @@ TINY = dict(data="shapes", image_size=16, latent_channels=8, blocks=4, lstm_size
             steps_per_chunk=100, nll_samples=64, nll_chunk=32, learning_rate=2e-3)
 
 
-def test_k1_importance_weight_equals_the_elbo_in_expectation():
-    cfg = VAEConfig(model="crvae", total_steps=1, **TINY)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_k1_importance_weight_equals_the_elbo_in_expectation(layers):
+    cfg = VAEConfig(model="crvae", stochastic_layers=layers, total_steps=1, **TINY)
     images = binary_shapes(8, 0)
     trainer = make_train(cfg, images, binary=True)
     params = trainer.init(jax.random.PRNGKey(0)).params
@@ -31,7 +32,7 @@ def test_k1_importance_weight_equals_the_elbo_in_expectation():
     np.testing.assert_allclose(w, elbo, rtol=0.02)
 
 
-@pytest.mark.parametrize("algo", ["vae", "cvae", "crvae", "criwae"])
+@pytest.mark.parametrize("algo", ["vae", "cvae", "crvae", "criwae", "crvae-2layer"])
 def test_smoke_every_generative_algo_updates_params(algo):
     from repthesis import registry
 

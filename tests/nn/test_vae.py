@@ -47,8 +47,9 @@ def test_generation_block_t_depends_only_on_blocks_up_to_t():
 
 
 @pytest.mark.parametrize("kw", [dict(kind="vae"), dict(kind="cvae"), dict(kind="crvae"),
-                                dict(kind="crvae", recurrent="inference"), dict(kind="crvae", recurrent="generation")],
-                         ids=lambda kw: "-".join(kw.values()))
+                                dict(kind="crvae", recurrent="inference"), dict(kind="crvae", recurrent="generation"),
+                                dict(kind="vae", stochastic_layers=2)],
+                         ids=lambda kw: "-".join(map(str, kw.values())))
 def test_gradient_of_the_iwae_bound_reaches_every_parameter(kw):
     net, params = make(**kw)
 

@@ -36,6 +36,9 @@ class VAEConfig:
     blocks: int = 8  # T, channel blocks (Table 5.B.1: 4, 8, 16)
     latent_channels: int = 16  # c of the latent map; every model has D = ⌈S/8⌉²·c latent units
     lstm_size: int = 256  # units of crvae's block LSTMs
+    width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
+    stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
+    top_latent: int = 64  # units of z2 when stochastic_layers=2
     iw_samples: int = 1  # K of the training bound: 1 = ELBO, > 1 = IWAE (crIWAE with model=crvae)
     image_size: int = 28  # images are resized to this (MNIST: 28)
     batch_size: int = 64  # per optimiser step (over all devices)
@@ -54,7 +57,9 @@ class VAEConfig:
             raise ValueError(f"update_loop={self.update_loop!r} is not valid; valid: {', '.join(parallel.UPDATE_LOOPS)}")
         if self.recurrent not in RECURRENT:
             raise ValueError(f"recurrent={self.recurrent!r} is not valid; valid: {', '.join(RECURRENT)}")
-        for name in ("blocks", "latent_channels", "lstm_size", "iw_samples", "batch_size", "total_steps",
+        if self.stochastic_layers not in (1, 2):
+            raise ValueError(f"stochastic_layers={self.stochastic_layers!r} is not valid; valid: 1, 2")
+        for name in ("width", "top_latent", "blocks", "latent_channels", "lstm_size", "iw_samples", "batch_size", "total_steps",
                      "steps_per_chunk", "checkpoint_every", "nll_samples", "nll_chunk", "learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
@@ -77,7 +82,8 @@ class VAEState:
 
 def make_network(cfg: VAEConfig, channels: int) -> VAE:
     return VAE(kind=cfg.model, image_size=cfg.image_size, channels=channels, latent_channels=cfg.latent_channels,
-               blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size)
+               blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size, width=cfg.width,
+               stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent)
 
 
 def log_likelihood(binary: bool, x: jax.Array, out: jax.Array) -> jax.Array:
@@ -85,34 +91,51 @@ def log_likelihood(binary: bool, x: jax.Array, out: jax.Array) -> jax.Array:
     return obj.bernoulli_log_likelihood(x, out) if binary else obj.gaussian_log_likelihood(x, out)
 
 
+def sample_terms(network: VAE, params, x, mean, log_var, key, binary: bool, analytic_kl: bool) -> dict:
+    """One draw z ~ q(z|x) given q(z1|x) = N(mean, exp(log_var)): the reconstruction term
+    log p(x|z1) and the KL term, so that ``reconstruction − kl`` is the ELBO's sample. With
+    ``analytic_kl`` the Gaussian KLs to N(0, I) are in closed form (lower variance; for training),
+    otherwise ``kl`` is the sample's log q(z|x) − log p(z) (the importance weight's parts). With two
+    stochastic layers log q(z1|x) − log p(z1|z2) is always a sample."""
+    k1, k2 = jax.random.split(key)
+    z1 = obj.reparameterise(k1, mean, log_var)
+    rec = log_likelihood(binary, x, network.apply(params, z1, method=network.decode))
+    log_q1 = obj.gaussian_log_density(z1, mean, log_var)
+    if network.stochastic_layers == 1:
+        kl = obj.kl_to_standard_normal(mean, log_var) if analytic_kl else log_q1 - obj.standard_normal_log_density(z1)
+        return {"reconstruction": rec, "kl": kl}
+    mean2, log_var2 = network.apply(params, z1, method=network.encode_top)
+    z2 = obj.reparameterise(k2, mean2, log_var2)
+    prior_mean, prior_log_var = network.apply(params, z2, method=network.prior)
+    kl1 = log_q1 - obj.gaussian_log_density(z1, prior_mean, prior_log_var)
+    kl2 = (obj.kl_to_standard_normal(mean2, log_var2) if analytic_kl
+           else obj.gaussian_log_density(z2, mean2, log_var2) - obj.standard_normal_log_density(z2))
+    return {"reconstruction": rec, "kl": kl1 + kl2}
+
+
 def log_weights(network: VAE, params, x: jax.Array, key: jax.Array, samples: int, binary: bool,
                 sequential: bool = False) -> jax.Array:
-    """[K, B] log p(x|z_k) + log p(z_k) − log q(z_k|x), z_k ~ q(z|x): the importance weights of
-    the IWAE bound and of the NLL estimate. The K samples are decoded as one batch of K·B, or one
-    sample at a time with ``sequential`` (memory-bounded evaluation; no gradient needed there, and
-    XLA:CPU runs convolution gradients slowly inside loops, jax-ml/jax#12868)."""
+    """[K, B] log p(x, z_k) − log q(z_k|x), z_k ~ q(z|x): the importance weights of the IWAE
+    bound and of the NLL estimate. The encoder runs once; the K samples are decoded as one batch of
+    K·B, or one sample at a time with ``sequential`` (memory-bounded evaluation; no gradient needed
+    there, and XLA:CPU runs convolution gradients slowly inside loops, jax-ml/jax#12868)."""
     mean, log_var = network.apply(params, x, method=network.encode)
 
-    def weights(z, x, mean, log_var):
-        out = network.apply(params, z, method=network.decode)
-        return (log_likelihood(binary, x, out) + obj.standard_normal_log_density(z)
-                - obj.gaussian_log_density(z, mean, log_var))
+    def weights(x, mean, log_var, key):
+        terms = sample_terms(network, params, x, mean, log_var, key, binary, analytic_kl=False)
+        return terms["reconstruction"] - terms["kl"]
 
-    keys = jax.random.split(key, samples)
     if sequential:
-        return jax.lax.map(lambda k: weights(obj.reparameterise(k, mean, log_var), x, mean, log_var), keys)
-    z = jax.vmap(lambda k: obj.reparameterise(k, mean, log_var))(keys)  # [K, B, ...]
-    flat = lambda a: jnp.broadcast_to(a, z.shape[:1] + a.shape).reshape((-1,) + a.shape[1:])  # noqa: E731
-    return weights(z.reshape((-1,) + z.shape[2:]), flat(x), flat(mean), flat(log_var)).reshape(samples, -1)
+        return jax.lax.map(lambda k: weights(x, mean, log_var, k), jax.random.split(key, samples))
+    tile = lambda a: jnp.broadcast_to(a, (samples,) + a.shape).reshape((-1,) + a.shape[1:])  # noqa: E731
+    return weights(tile(x), tile(mean), tile(log_var), key).reshape(samples, -1)
 
 
 def elbo_terms(network: VAE, params, x: jax.Array, key: jax.Array, binary: bool) -> dict:
-    """Single-sample ELBO = E_q log p(x|z) − KL(q‖p), with the Gaussian KL in closed form."""
+    """Single-sample ELBO = E_q log p(x|z) − KL(q‖p), Gaussian KLs to N(0, I) in closed form."""
     mean, log_var = network.apply(params, x, method=network.encode)
-    z = obj.reparameterise(key, mean, log_var)
-    rec = log_likelihood(binary, x, network.apply(params, z, method=network.decode))
-    kl = obj.kl_to_standard_normal(mean, log_var)
-    return {"elbo": rec - kl, "reconstruction": rec, "kl": kl}
+    terms = sample_terms(network, params, x, mean, log_var, key, binary, analytic_kl=True)
+    return {"elbo": terms["reconstruction"] - terms["kl"], **terms}
 
 
 class Trainer(NamedTuple):
@@ -140,7 +163,7 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
 
     def init(rng) -> VAEState:
         k_params, k_run = jax.random.split(rng)
-        params = network.init(k_params, data[:1])
+        params = network.init(k_params, jnp.zeros((1,) + data.shape[1:], jnp.float32))
         return VAEState(params, optimizer.init(params), k_run, jnp.zeros((), jnp.int32))
 
     def loss_fn(params, x, key):
@@ -153,7 +176,7 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
             metrics = {"iwae": jnp.mean(bound)}
         return -jnp.mean(bound), metrics
 
-    def step(state: VAEState, _):
+    def step(state: VAEState, data):
         rng, k_batch, k_bin, k_loss = jax.random.split(state.rng, 4)
         # Each device draws its own batch (its index folded in), so K devices see K× the examples.
         device = jax.lax.axis_index(axis) if axis else 0
@@ -170,7 +193,7 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
 
     specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
     run_chunk, _ = parallel.chunk_programs(step, cfg.steps_per_chunk, lambda m: jax.tree.map(jnp.mean, m), mesh,
-                                           specs, parallel.python_update_loop(cfg.update_loop, has_conv=True))
+                                           specs, parallel.python_update_loop(cfg.update_loop, has_conv=True), data)
     shardings = parallel.to_shardings(mesh, specs)
 
     def place(state):

@@ -7,10 +7,15 @@
   generation z = [z_1 … z_T] passes through another LSTM, u = LSTM(z), then a per-block linear
   map (its bias is App. 5.A's element-wise addition) before the decoder. ``recurrent`` places
   the LSTM on the inference path, the generation path or both (Table 5.B.1).
+* ``stochastic_layers=2`` (Table 5.B.1's "2 stochastic layers"; the thesis gives no layout, ours
+  follows Burda et al. 2015): a top latent z2 ∈ R^{top_latent} with p(z2) = N(0, I), a learned
+  Gaussian p(z1 | z2) over the model's latent z1, and q(z1, z2 | x) = q(z1 | x) q(z2 | z1), both
+  extra conditionals an MLP with one hidden layer of 256 units.
 
-The thesis defers layer sizes to its code release; ours are stated here: encoder convs 32-64-128
-(4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3 conv, a resize to S/4, and two
-4×4/2 transposed convs. Every model has the same latent size D = ⌈S/8⌉²·c (Table 5.B.1 keeps it
+The thesis defers layer sizes to its code release; ours are stated here, for ``width`` w (32 by
+default): encoder convs w-2w-4w (4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3
+conv (4w), a resize to S/4, and two ×2 sub-pixel upsamplings (a 3×3 conv to 4× the channels, then
+depth-to-space: as expressive as a 4×4/2 transposed conv, whose gradient XLA:CPU runs 3–4× slower). Every model has the same latent size D = ⌈S/8⌉²·c (Table 5.B.1 keeps it
 fixed). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
 """
 
@@ -37,24 +42,34 @@ def check_image_size(image_size: int) -> None:
 
 
 class Encoder(nn.Module):
+    width: int = 32
+
     @nn.compact
     def __call__(self, x):
-        for features, kernel in ((32, 4), (64, 4), (128, 3)):
+        for features, kernel in ((self.width, 4), (2 * self.width, 4), (4 * self.width, 3)):
             x = nn.leaky_relu(nn.Conv(features, (kernel, kernel), (2, 2), padding="SAME")(x), 0.2)
-        return x  # [B, ⌈S/8⌉, ⌈S/8⌉, 128]
+        return x  # [B, ⌈S/8⌉, ⌈S/8⌉, 4w]
+
+
+def depth_to_space(h: jax.Array, factor: int = 2) -> jax.Array:
+    """[B, H, W, f²·C] → [B, f·H, f·W, C]: channel group (i, j) fills sub-pixel (i, j)."""
+    b, hh, ww, c = h.shape
+    c //= factor * factor
+    return h.reshape(b, hh, ww, factor, factor, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hh * factor, ww * factor, c)
 
 
 class Decoder(nn.Module):
     image_size: int
     channels: int
+    width: int = 32
 
     @nn.compact
     def __call__(self, h):
         s = self.image_size // 4
-        h = nn.leaky_relu(nn.Conv(128, (3, 3), padding="SAME")(h), 0.2)
+        h = nn.leaky_relu(nn.Conv(4 * self.width, (3, 3), padding="SAME")(h), 0.2)
         h = jax.image.resize(h, (h.shape[0], s, s, h.shape[-1]), "nearest")
-        h = nn.leaky_relu(nn.ConvTranspose(64, (4, 4), (2, 2), padding="SAME")(h), 0.2)
-        h = nn.leaky_relu(nn.ConvTranspose(32, (4, 4), (2, 2), padding="SAME")(h), 0.2)
+        for features in (2 * self.width, self.width):  # two ×2 sub-pixel upsamplings to S
+            h = nn.leaky_relu(depth_to_space(nn.Conv(4 * features, (3, 3), padding="SAME")(h)), 0.2)
         return nn.Conv(self.channels, (3, 3), padding="SAME")(h)  # Bernoulli logits / Gaussian means
 
 
@@ -81,6 +96,17 @@ class BlockLSTM(nn.Module):
         return nn.Dense(blocks.shape[-1])(h)
 
 
+class GaussianMLP(nn.Module):
+    """x → hidden 256 (LeakyReLU) → (mean, log_var) of a diagonal Gaussian with ``features`` units."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.leaky_relu(nn.Dense(256)(x), 0.2)
+        return nn.Dense(self.features)(h), nn.Dense(self.features)(h)
+
+
 class VAE(nn.Module):
     kind: str = "crvae"
     image_size: int = 28
@@ -89,6 +115,9 @@ class VAE(nn.Module):
     blocks: int = 8  # T, channel blocks of crvae
     recurrent: str = "both"  # where crvae's LSTM sits: both | inference | generation
     lstm_size: int = 256
+    width: int = 32  # w: encoder channels w-2w-4w, decoder 4w-2w-w
+    stochastic_layers: int = 1  # 1, or 2: a top latent z2 above z1 (Table 5.B.1)
+    top_latent: int = 64  # units of z2 when stochastic_layers=2
 
     def setup(self):
         if self.kind not in KINDS:
@@ -97,15 +126,17 @@ class VAE(nn.Module):
             raise ValueError(f"recurrent={self.recurrent!r} is not valid; valid: {', '.join(RECURRENT)}")
         if self.kind == "crvae" and self.latent_channels % self.blocks:
             raise ValueError(f"latent_channels={self.latent_channels} must be divisible by blocks={self.blocks}")
+        if self.stochastic_layers not in (1, 2):
+            raise ValueError(f"stochastic_layers={self.stochastic_layers!r} is not valid; valid: 1, 2")
         check_image_size(self.image_size)
         side = latent_side(self.image_size)
         self.latent_shape = (side, side, self.latent_channels)
-        self.encoder = Encoder()
-        self.decoder = Decoder(self.image_size, self.channels)
+        self.encoder = Encoder(self.width)
+        self.decoder = Decoder(self.image_size, self.channels, self.width)
         d = side * side * self.latent_channels
         if self.kind == "vae":
             self.enc_mean, self.enc_log_var = nn.Dense(d), nn.Dense(d)
-            self.dec_in = nn.Dense(side * side * 128)
+            self.dec_in = nn.Dense(side * side * 4 * self.width)
         else:
             self.enc_mean = nn.Conv(self.latent_channels, (3, 3), padding="SAME")
             self.enc_log_var = nn.Conv(self.latent_channels, (3, 3), padding="SAME")
@@ -114,10 +145,16 @@ class VAE(nn.Module):
                 self.inference_lstm = BlockLSTM(self.lstm_size)
             if self.recurrent in ("both", "generation"):
                 self.generation_lstm = BlockLSTM(self.lstm_size)
+        self.z_shape = (d,) if self.kind == "vae" else self.latent_shape  # one example's z1
+        if self.stochastic_layers == 2:
+            self.top_encoder = GaussianMLP(self.top_latent)  # q(z2 | z1)
+            self.top_prior = GaussianMLP(d)  # p(z1 | z2)
 
     def __call__(self, x):
         """Posterior parameters and the decoder output at the posterior mean (for init)."""
         mean, log_var = self.encode(x)
+        if self.stochastic_layers == 2:  # create the top layer's parameters too
+            self.prior(self.encode_top(mean)[0])
         return self.decode(mean), (mean, log_var)
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -131,6 +168,24 @@ class VAE(nn.Module):
             log_var = from_blocks(self.inference_lstm(to_blocks(log_var, self.blocks)), self.latent_shape)  # σ^rnn
         return mean, log_var
 
+    def encode_top(self, z1: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """q(z2 | z1) = N(mean, exp(log_var)), [B, top_latent] (stochastic_layers=2)."""
+        return self.top_encoder(z1.reshape(z1.shape[0], -1))
+
+    def prior(self, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """p(z1 | z2) = N(mean, exp(log_var)) in z1's shape (stochastic_layers=2)."""
+        mean, log_var = self.top_prior(z2)
+        shape = (z2.shape[0],) + self.z_shape
+        return mean.reshape(shape), log_var.reshape(shape)
+
+    def sample_prior(self, key: jax.Array, n: int) -> jax.Array:
+        """n draws of z1 from the model's prior: N(0, I), or z2 ~ N(0, I) then z1 ~ p(z1 | z2)."""
+        if self.stochastic_layers == 1:
+            return jax.random.normal(key, (n,) + self.z_shape)
+        k2, k1 = jax.random.split(key)
+        mean, log_var = self.prior(jax.random.normal(k2, (n, self.top_latent)))
+        return mean + jnp.exp(0.5 * log_var) * jax.random.normal(k1, mean.shape)
+
     def transform(self, z: jax.Array) -> jax.Array:
         """u = LSTM_gen(z) for crvae with generation recurrency, else z (what the decoder sees)."""
         if self.kind == "crvae" and self.recurrent in ("both", "generation"):
@@ -141,5 +196,5 @@ class VAE(nn.Module):
         """p(x|z): Bernoulli logits or Gaussian means, [B, S, S, channels]."""
         u = self.transform(z)
         if self.kind == "vae":
-            u = self.dec_in(u).reshape((u.shape[0],) + self.latent_shape[:2] + (128,))
+            u = self.dec_in(u).reshape((u.shape[0],) + self.latent_shape[:2] + (4 * self.width,))
         return self.decoder(u)
