@@ -56,7 +56,8 @@ def load_run(run_dir: str, which: str, dataset=None):
     cfg = registry.make_config(saved["algo"], saved["config"])
     algo = registry.get_algo(saved["algo"])
     if algo.kind == "gen":
-        trainer, best_key = algo.make_train(cfg, dataset.train, dataset.binary), "val_elbo"
+        trainer = algo.make_train(cfg, dataset.train, dataset.binary)
+        best_key = trainer.val_name
     else:
         trainer, best_key = algo.make_train(cfg), "val_return"
     state = trainer.init(jax.random.PRNGKey(0))
@@ -189,6 +190,7 @@ def nll_main(args) -> int:
     from tqdm import tqdm
 
     from repthesis import data, registry
+    from repthesis.algos.vaegan import VAEGANConfig
 
     if args.samples is not None and args.samples <= 0:
         return _fail(f"--samples={args.samples} must be > 0 (importance samples per image; the thesis uses 10000)")
@@ -199,6 +201,10 @@ def nll_main(args) -> int:
         with open(os.path.join(run, "config.json")) as f:
             saved = json.load(f)
         configs.append(registry.make_config(saved["algo"], saved["config"]))
+        if registry.get_algo(saved["algo"]).config_cls is VAEGANConfig:
+            return _fail(f"--run={run}: {saved['algo']} has no likelihood to evaluate (its decoder is trained "
+                         f"adversarially); valid for --nll: " + ", ".join(
+                             n for n in registry.names("gen") if registry.get_algo(n).config_cls is not VAEGANConfig))
         try:
             data.check(configs[-1].data, args.data_dir)
         except data.DataError as e:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
-from repthesis.algos import a3c, vae
+from repthesis.algos import a3c, vae, vaegan
 
 
 class Algo(NamedTuple):
@@ -37,6 +37,11 @@ ALGOS: dict[str, Algo] = {
                    "crVAE trained on the importance-weighted bound, K=5 (App. 5.B)", "gen"),
     "crvae-2layer": Algo(vae.VAEConfig, {"model": "crvae", "stochastic_layers": 2}, vae.make_train,
                          "crVAE with 2 stochastic layers: z2 → z1 → x (App. 5.B)", "gen"),
+    "vae-gan": Algo(vaegan.VAEGANConfig, {"model": "vae", "kl_weight": 2e-4, "mi_weight": 0.0}, vaegan.make_train,
+                    "VAE-GAN, pixel MSE, D batch ½ real ¼ prior ¼ recon, skip D above 90 % (§5.3.3)", "gen"),
+    "crvae-gan": Algo(vaegan.VAEGANConfig, {"model": "crvae"}, vaegan.make_train,
+                      "crVAE-GAN with KL weights α1/α2 and the MI regulariser κ (--mi-weight=0: off) (§5.3.3)",
+                      "gen"),
 }
 
 

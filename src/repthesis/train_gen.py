@@ -37,7 +37,9 @@ def run_gen(args, cfg) -> int:
     best = CheckpointStore(os.path.join(out, "best"), max_to_keep=1)
     log = MetricsLog(out, step_key="step")
     state = trainer.init(jax.random.PRNGKey(args.seed))
-    start_chunk, best_val = 0, -math.inf
+    start_chunk, best_val = 0, -math.inf  # best of sign × validation metric
+    bound, val_name = trainer.headline, trainer.val_name
+    sign = 1.0 if trainer.val_higher_is_better else -1.0
     if args.resume:
         step, restored = ckpts.restore_latest(state)
         if restored is None:
@@ -46,15 +48,15 @@ def run_gen(args, cfg) -> int:
         state = trainer.restore(restored)
         start_chunk = int(state.step) // cfg.steps_per_chunk
         log.truncate_after(int(state.step))
-        vals = [float(r["val_elbo"]) for r in log.rows() if r.get("val_elbo") not in (None, "", "nan")]
+        vals = [sign * float(r[val_name]) for r in log.rows() if r.get(val_name) not in (None, "", "nan")]
         best_val = max(vals, default=-math.inf)
         print(f"resumed from checkpoint at step {step} ({start_chunk}/{cfg.num_chunks} chunks done)")
 
     val = ds.valid[:VAL_IMAGES]
     val = data.binarise(val, 1_000_000 + args.seed) if ds.binary else val
-    bound = "elbo" if cfg.iw_samples == 1 else "iwae"
     key = jax.random.PRNGKey(1_000_000 + args.seed)  # evaluation noise: fixed, never a training key
-    prior = trainer.network.apply(state.params, key, GRID, method=trainer.network.sample_prior)  # fixed draws
+    prior = trainer.network.apply(trainer.vae_params(state.params), key, GRID,
+                                  method=trainer.network.sample_prior)  # fixed draws
     decode = jax.jit(lambda p, z: trainer.network.apply(p, z, method=trainer.network.decode))
     encode = jax.jit(lambda p, x: trainer.network.apply(p, x, method=trainer.network.encode)[0])
     as_image = (lambda o: jax.nn.sigmoid(o)) if ds.binary else (lambda o: o)
@@ -78,30 +80,32 @@ def run_gen(args, cfg) -> int:
         row = {"step": step, **metrics, "steps_per_s": cfg.steps_per_chunk / dt, "wall_time": time.time() - t_start}
         final = chunk == cfg.num_chunks - 1
         if (chunk + 1) % cfg.checkpoint_every == 0 or final:
-            row["val_elbo"] = trainer.evaluate(state.params, val, key)
-            if row["val_elbo"] > best_val:
-                best_val = row["val_elbo"]
-                best.save(step, {"params": state.params, "val_elbo": np.float32(best_val)})
+            params = trainer.vae_params(state.params)
+            row[val_name] = trainer.evaluate(params, val, key)
+            if sign * row[val_name] > best_val:
+                best_val = sign * row[val_name]
+                best.save(step, {"params": state.params, val_name: np.float32(row[val_name])})
             last_ckpt = step
             ckpts.save(step, state)
-            save_grid(as_image(decode(state.params, prior)), os.path.join(out, "samples.png"))
-            recon = as_image(decode(state.params, encode(state.params, val[:GRID // 2])))
+            save_grid(as_image(decode(params, prior)), os.path.join(out, "samples.png"))
+            recon = as_image(decode(params, encode(params, val[:GRID // 2])))
             pairs = np.stack([np.asarray(val[:GRID // 2]), np.asarray(recon)], 1).reshape((-1,) + val.shape[1:])
             save_grid(pairs, os.path.join(out, "reconstructions.png"))  # each input, then its reconstruction
             plot_curve(log.rows() + [row], os.path.join(out, "curve.png"), f"{args.algo} on {cfg.data} (seed {args.seed})",
-                       keys=(bound, "val_elbo"), x_key="step", xlabel="optimiser steps", ylabel="nats per image")
+                       keys=trainer.curve or (bound, val_name), x_key="step", xlabel="optimiser steps",
+                       ylabel="nats per image" if val_name == "val_elbo" else "loss / per-pixel MSE")
         log.append(row)
         bar.update(cfg.steps_per_chunk)
         bar.set_postfix({bound: f"{metrics[bound]:.2f}"})
         if args.no_progress or not sys.stderr.isatty():
             print(f"[{step:>8d} steps] {bound} {metrics[bound]:.3f}  steps/s {row['steps_per_s']:.1f}"
-                  + (f"  val ELBO {row['val_elbo']:.2f}" if "val_elbo" in row else ""), flush=True)
+                  + (f"  {val_name} {row[val_name]:.4g}" if val_name in row else ""), flush=True)
     bar.close()
     log.close()
     ckpts.close()
     best.close()
     print(f"done: {cfg.num_chunks * cfg.steps_per_chunk} optimiser steps in {time.time() - t_start:.0f}s; "
-          f"best validation ELBO {best_val:.2f} nats")
+          f"best {val_name} {sign * best_val:.4g}")
     for name in ("curve.png", "samples.png", "reconstructions.png"):
         print(f"  {name[:-4] + ':':16s}{os.path.join(out, name)}")
     print(f"  {'metrics:':16s}{log.path}\n  {'checkpoint:':16s}{os.path.join(ckpts.directory, str(last_ckpt))}")

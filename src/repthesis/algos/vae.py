@@ -147,6 +147,14 @@ class Trainer(NamedTuple):
     restore: Any
     evaluate: Any  # (params, images, key) -> mean ELBO (nats) on ``images``
     nll: Any  # (params, images[binary], key) -> per-example NLL estimate (nats)
+    headline: str = "elbo"  # the training metric shown, and checked for NaN, by the CLI
+    val_name: str = "val_elbo"  # what ``evaluate`` returns; the best checkpoint maximises it
+    val_higher_is_better: bool = True
+    curve: tuple = ()  # what curve.png shows: (headline, val_name) when empty
+
+    @staticmethod
+    def vae_params(params):
+        return params
 
 
 def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devices: int = 1) -> Trainer:
@@ -227,4 +235,5 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
             out.append(-np.asarray(obj.streaming_log_mean_exp(parts)))
         return np.concatenate(out)
 
-    return Trainer(cfg, network, lambda rng: place(jax.jit(init)(rng)), run_chunk, place, place, evaluate, nll)
+    return Trainer(cfg, network, lambda rng: place(jax.jit(init)(rng)), run_chunk, place, place, evaluate, nll,
+                   "elbo" if cfg.iw_samples == 1 else "iwae")

@@ -198,3 +198,18 @@ class VAE(nn.Module):
         if self.kind == "vae":
             u = self.dec_in(u).reshape((u.shape[0],) + self.latent_shape[:2] + (4 * self.width,))
         return self.decoder(u)
+
+
+class Discriminator(nn.Module):
+    """D of VAE-GAN / crVAE-GAN (§5.3.3): the encoder's conv trunk, then a real/fake logit and,
+    sharing the trunk (Chen et al., 2016b), q_ψ's mean of the latent code u for the MI term."""
+
+    code_size: int  # units of u (the MI regression target); 0: no q_ψ head (MI off)
+    width: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        h = Encoder(self.width)(x)
+        h = h.reshape(h.shape[0], -1)
+        code = nn.Dense(self.code_size)(h) if self.code_size else None  # [B, code_size]
+        return nn.Dense(1)(h)[:, 0], code  # logits [B]

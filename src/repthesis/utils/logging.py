@@ -63,7 +63,8 @@ class MetricsLog:
 
 
 LABELS = {"episode_return": "training episodes", "val_return": "validation (MAP)",
-          "elbo": "training ELBO", "iwae": "training IWAE bound", "val_elbo": "validation ELBO"}
+          "elbo": "training ELBO", "iwae": "training IWAE bound", "val_elbo": "validation ELBO",
+          "mse": "training reconstruction MSE", "val_mse": "validation reconstruction MSE"}
 
 
 def plot_curve(rows: list[dict], path: str, title: str, keys=("episode_return", "val_return"),
