@@ -184,7 +184,8 @@ def test_generative_cli_trains_writes_images_and_resumes_bit_identically(tmp_pat
     a, b = tmp_path / "a", tmp_path / "b"
     code, out, err = run_cli(["--algo=crvae", *GEN_TINY, "--total-steps=40", f"--out={a}"], capsys)
     assert code == 0, err
-    for name in ("samples.png", "reconstructions.png", "curve.png", "metrics.csv", "config.json"):
+    for name in ("samples.png", "reconstructions.png", "curve.png", "traversal.png", "interpolation.png", "metrics.csv",
+                 "config.json"):
         assert (a / name).exists(), name
     code, out, err = run_cli(["--algo=crvae", *GEN_TINY, "--total-steps=20", f"--out={b}"], capsys)
     assert code == 0, err
@@ -207,3 +208,9 @@ def test_generative_cli_trains_writes_images_and_resumes_bit_identically(tmp_pat
     assert "--samples=0 must be > 0" in capsys.readouterr().err
     assert evaluate.main([f"--run={a}", "--test-images=-1"]) == 2  # a generative run gets --nll by itself
     assert "--test-images=-1 must be >= 0" in capsys.readouterr().err
+    from repthesis import complete  # completion by latent optimisation (§5.4.4) on the same run
+
+    assert complete.main([f"--run={a}", "--mask=center", "--images=2", "--steps=3", "--checkpoint=latest"]) == 0
+    assert (a / "completion_center.png").exists() and "objective" in capsys.readouterr().out
+    assert complete.main([f"--run={a}", "--mask=nose"]) == 2
+    assert "valid: lower, upper" in capsys.readouterr().err

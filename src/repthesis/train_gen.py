@@ -101,12 +101,22 @@ def run_gen(args, cfg) -> int:
             print(f"[{step:>8d} steps] {bound} {metrics[bound]:.3f}  steps/s {row['steps_per_s']:.1f}"
                   + (f"  {val_name} {row[val_name]:.4g}" if val_name in row else ""), flush=True)
     bar.close()
+    net = trainer.network
+    if net.kind != "vae" and net.stochastic_layers == 1:  # channel blocks to traverse (§5.4.5)
+        from repthesis.gen.traversal import interpolate_blocks, progressive
+
+        params = trainer.vae_params(state.params)
+        rows = progressive(prior[:8], cfg.blocks)
+        save_grid(as_image(decode(params, rows)), os.path.join(out, "traversal.png"), columns=cfg.blocks + 1)
+        moves = interpolate_blocks(prior[0], prior[1], cfg.blocks)
+        save_grid(as_image(decode(params, moves)), os.path.join(out, "interpolation.png"), columns=8)
     log.close()
     ckpts.close()
     best.close()
     print(f"done: {cfg.num_chunks * cfg.steps_per_chunk} optimiser steps in {time.time() - t_start:.0f}s; "
           f"best {val_name} {sign * best_val:.4g}")
-    for name in ("curve.png", "samples.png", "reconstructions.png"):
-        print(f"  {name[:-4] + ':':16s}{os.path.join(out, name)}")
+    for name in ("curve.png", "samples.png", "reconstructions.png", "traversal.png", "interpolation.png"):
+        if os.path.exists(os.path.join(out, name)):
+            print(f"  {name[:-4] + ':':16s}{os.path.join(out, name)}")
     print(f"  {'metrics:':16s}{log.path}\n  {'checkpoint:':16s}{os.path.join(ckpts.directory, str(last_ckpt))}")
     return 0
