@@ -2,6 +2,12 @@
 
     python benchmarks/throughput.py [--algos=a3c,hpa3c,...] [--chunks=3] [--out=benchmarks/results/throughput_<platform>.md]
     python benchmarks/throughput.py --atari [--atari-envs=16] [--algos=a3c,hpa3c]
+    python benchmarks/throughput.py --gen [--chunks=3]
+
+With ``--gen``: chapter 5's training speed, VAE vs cVAE vs crVAE, as seconds per MNIST epoch
+(50,000 images at batch 64, 28×28 binary images drawn at random: speed does not depend on
+content, so no dataset is needed), at conv width 32 (the default) and 16 (the ``cpu`` ablation);
+results in ``throughput_gen_<platform>.md``. Target: crVAE ≤ 1.5× VAE.
 
 With ``--atari``: agent-steps/s of training on atari:Breakout through envpool (thesis network:
 slim CNN, LSTM 512, FC 2×512; t_max 20), next to the bare emulator rate of the same pool
@@ -133,6 +139,47 @@ def atari_rows(algos, num_envs: int, chunks: int) -> list[str]:
     return rows
 
 
+def gen_main(args) -> int:
+    import numpy as np
+
+    device = jax.devices()[0]
+    images = (np.random.default_rng(0).random((50_000, 28, 28, 1)) < 0.13).astype(np.float32)
+    epoch_steps = 50_000 / 64
+    rows, per = [], {}
+    for width in (32, 16):
+        for algo in ("vae", "cvae", "crvae"):
+            cfg = registry.make_config(algo, {"width": width, "steps_per_chunk": 100, "batch_size": 64})
+            trainer = registry.get_algo(algo).make_train(cfg, images, True)
+            state = trainer.init(jax.random.PRNGKey(0))
+            t = time.time()
+            state, m = trainer.run_chunk(state)
+            jax.block_until_ready(m)
+            compile_s = time.time() - t
+            t = time.time()
+            for _ in range(args.chunks):
+                state, m = trainer.run_chunk(state)
+            jax.block_until_ready(m)
+            sps = 100 * args.chunks / (time.time() - t)
+            per[(width, algo)] = epoch_steps / sps
+            rows.append(f"| {algo} | {width} | {compile_s:.1f} | {sps:.1f} | {epoch_steps / sps:.0f} |")
+            print(f"{algo:6s} width {width}: first chunk {compile_s:.1f}s, {sps:.1f} steps/s, "
+                  f"{epoch_steps / sps:.0f} s/epoch", flush=True)
+    ratios = {w: per[(w, "crvae")] / per[(w, "vae")] for w in (32, 16)}
+    lines = ["# Chapter 5 training speed: seconds per MNIST epoch", "",
+             f"Command: `python benchmarks/throughput.py --gen --chunks={args.chunks}`  ",
+             f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  ",
+             "50,000 random binary 28×28 images, batch 64, Adam; latent 4×4×16 for every model, crVAE T = 8, "
+             f"LSTM 256; {args.chunks} timed chunks of 100 steps after a first (compiling) chunk; seed 0.", "",
+             "| model | conv width | first chunk incl. compile (s) | steps/s | s/epoch |", "|---|---|---|---|---|", *rows, "",
+             *(f"crVAE / VAE epoch time at width {w}: {r:.2f}× (target ≤ 1.5×)." for w, r in ratios.items())]
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"throughput_gen_{device.platform}.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines[-2:]) + f"\nwrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algos", default=",".join(registry.names("rl")))
@@ -140,7 +187,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--atari", action="store_true", help="Atari (envpool) training throughput instead")
     p.add_argument("--atari-envs", type=int, default=16)
+    p.add_argument("--gen", action="store_true", help="chapter 5: VAE / cVAE / crVAE seconds per MNIST epoch")
     args = p.parse_args(argv)
+    if args.gen:
+        return gen_main(args)
     algos = [a for a in args.algos.split(",") if a]
     for a in algos:
         registry.get_algo(a)

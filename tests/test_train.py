@@ -208,6 +208,9 @@ def test_generative_cli_trains_writes_images_and_resumes_bit_identically(tmp_pat
     assert "--samples=0 must be > 0" in capsys.readouterr().err
     assert evaluate.main([f"--run={a}", "--test-images=-1"]) == 2  # a generative run gets --nll by itself
     assert "--test-images=-1 must be >= 0" in capsys.readouterr().err
+    assert evaluate.main(["--quality", f"--run={a}", "--quality-samples=20", "--classifier-steps=5", f"--out={tmp_path}"]) == 0
+    score = float(open(tmp_path / "quality.md").read().split("| a | crvae | ")[1].split(" ±")[0])
+    assert 1.0 <= score <= 3.0  # from 1 (one class, or none sure) to the shapes set's 3 classes
     from repthesis import complete  # completion by latent optimisation (§5.4.4) on the same run
 
     assert complete.main([f"--run={a}", "--mask=center", "--images=2", "--steps=3", "--checkpoint=latest"]) == 0

@@ -6,10 +6,15 @@ generative runs by their importance-sampled negative log-likelihood (App. 5.B).
     python -m repthesis.evaluate [--nll] --run=DIR [--run=DIR ...] [--samples=K] [--test-images=N]
         [--data-dir=DIR] [--checkpoint=best|latest] [--out=DIR]
 
+    python -m repthesis.evaluate --quality --run=DIR [--run=DIR ...] [--quality-samples=5000]
+
 NLL: −log p(x) ≈ −log (1/K) Σ_k p(x, z_k)/q(z_k|x) with z_k ~ q(z|x) (Rezende et al., 2014), K =
 ``--samples`` (the thesis: 10,000; default: the run's ``nll_samples``), on the test split, in
 nats per image; binary data (MNIST) is binarised once with a fixed seed, the same for every run.
-Writes ``nll.md`` (mean ± standard error over images). Generative runs are always evaluated this way.
+Writes ``nll.md`` (mean ± standard error over images). Generative runs are evaluated this way
+unless ``--quality`` is given. Quality: a score in the spirit of the inception score from a
+classifier trained in-project on the run's labelled data (``repthesis.gen.quality``; NOT the
+ImageNet Inception score), on prior samples, next to the real test images' score; ``quality.md``.
 
 Protocol: each run's model is the one selected on the validation seed during training
 (``best/``; ``--checkpoint=latest`` takes the newest checkpoint instead); it is tested on
@@ -105,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nll", action="store_true", help="generative runs: importance-sampled NLL on the test split")
     p.add_argument("--samples", type=int, default=None, help="--nll: K importance samples per image (thesis 10000)")
     p.add_argument("--test-images", type=int, default=0, help="--nll: first N test images (0 = all)")
-    p.add_argument("--data-dir", default=None, help="--nll: where the dataset lives (see python -m repthesis.data)")
+    p.add_argument("--data-dir", default=None, help="generative runs: where the dataset lives (python -m repthesis.data)")
+    p.add_argument("--quality", action="store_true", help="generative runs: in-project inception-style score")
+    p.add_argument("--quality-samples", type=int, default=5000, help="--quality: prior samples scored")
+    p.add_argument("--classifier-steps", type=int, default=1500, help="--quality: training steps of the classifier")
     args = p.parse_args(argv)
     from repthesis.rl.evaluation import parse_mode, runner_for
 
@@ -121,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     from repthesis import registry
 
     kinds = {registry.get_algo(run_algo(r)).kind for r in args.run}
-    if args.nll or "gen" in kinds:
+    if args.nll or args.quality or "gen" in kinds:
         if kinds != {"gen"}:
-            return _fail("--nll evaluates generative runs (algos: " + ", ".join(registry.names("gen"))
-                         + "); RL runs take --modes" if args.nll else "generative and RL runs cannot be evaluated together")
-        return nll_main(args)
+            return _fail("--nll / --quality evaluate generative runs (algos: " + ", ".join(registry.names("gen"))
+                         + "); RL runs take --modes" if args.nll or args.quality
+                         else "generative and RL runs cannot be evaluated together")
+        return quality_main(args) if args.quality else nll_main(args)
 
     if args.test_seeds < 1:
         return _fail(f"--test-seeds={args.test_seeds} must be >= 1")
@@ -241,6 +250,67 @@ def nll_main(args) -> int:
                 f"{', binarised once (seed %d)' % NLL_BINARISATION_SEED if datasets[key].binary else ''}; "
                 f"± is the standard error over images.\n\n{table}\n")
     print(table)
+    print(f"table: {report}")
+    return 0
+
+
+def quality_main(args) -> int:
+    import jax
+    import numpy as np
+
+    from repthesis import data, registry
+    from repthesis.gen.quality import probabilities, score_from_probs, train_classifier
+
+    if args.quality_samples < 10 or args.classifier_steps < 1:
+        return _fail(f"--quality-samples={args.quality_samples} must be >= 10 and --classifier-steps >= 1")
+    configs = []
+    for run in args.run:
+        with open(os.path.join(run, "config.json")) as f:
+            saved = json.load(f)
+        configs.append(registry.make_config(saved["algo"], saved["config"]))
+        if configs[-1].data.startswith("folder:"):
+            return _fail(f"--run={run}: --quality needs labelled data to train its classifier, and "
+                         f"{configs[-1].data!r} has none; valid: mnist, shapes")
+        try:
+            data.check(configs[-1].data, args.data_dir)
+        except data.DataError as e:
+            return _fail(str(e))
+    if len({(c.data, c.image_size) for c in configs}) > 1:
+        return _fail("--quality compares runs on one dataset and image size; these runs differ")
+    cfg0 = configs[0]
+    ds = data.load(cfg0.data, args.data_dir, cfg0.image_size)
+    print(f"training the {ds.classes}-class scoring classifier on {cfg0.data} ({args.classifier_steps} steps) …",
+          flush=True)
+    predict, c_params = train_classifier(ds.train, ds.labels[0], ds.classes, steps=args.classifier_steps)
+    test_probs = probabilities(predict, c_params, ds.test)
+    accuracy = float(np.mean(test_probs.argmax(1) == ds.labels[2]))
+    real, real_sd = score_from_probs(test_probs[:args.quality_samples])
+    print(f"classifier test accuracy {accuracy:.3f}; real test images score {real:.2f} ± {real_sd:.2f}")
+    rows = []
+    for run in args.run:
+        try:
+            algo, cfg, trainer, params = load_run(run, args.checkpoint, ds)
+        except FileNotFoundError as e:
+            return _fail(str(e))
+        vae, vp = trainer.network, trainer.vae_params(params)
+        sample = jax.jit(lambda k: vae.apply(vp, vae.apply(vp, k, 500, method=vae.sample_prior), method=vae.decode))
+        images = np.concatenate([np.asarray(sample(jax.random.PRNGKey(TEST_SEED_OFFSET + i)))
+                                 for i in range(-(-args.quality_samples // 500))])[:args.quality_samples]
+        images = 1 / (1 + np.exp(-images)) if ds.binary else np.clip(images, 0, 1)  # Bernoulli logits → means
+        score, sd = score_from_probs(probabilities(predict, c_params, images))
+        rows.append((os.path.basename(os.path.normpath(run)), algo, score, sd))
+        print(f"{run}: quality score {score:.2f} ± {sd:.2f} over {len(images)} prior samples", flush=True)
+    lines = ["# Sample quality: in-project inception-style score (NOT the ImageNet Inception score)", "",
+             f"Classifier: {ds.classes} classes of {cfg0.data}, trained {args.classifier_steps} steps on its training "
+             f"split, test accuracy {accuracy:.3f}. Score = exp(E KL(p(y|x) ‖ p(y))), mean ± std over 10 splits of "
+             f"{args.quality_samples} prior samples; from 1 to {ds.classes}. Real test images: {real:.2f} ± {real_sd:.2f}.",
+             "", "| run | algo | score |", "|---|---|---|"]
+    lines += [f"| {r} | {a} | {s:.2f} ± {d:.2f} |" for r, a, s, d in rows]
+    out_dir = args.out or args.run[0]
+    os.makedirs(out_dir, exist_ok=True)
+    report = os.path.join(out_dir, "quality.md")
+    with open(report, "w") as f:
+        f.write("\n".join(lines) + "\n")
     print(f"table: {report}")
     return 0
 

@@ -53,3 +53,15 @@ def test_traversals_sample_blocks_in_order_and_move_one_block_at_a_time():
     np.testing.assert_array_equal(moves[1, 2], [1, 2, 0, 0, 5, 6, 7, 8])  # block 1 moved all the way
     np.testing.assert_array_equal(moves[1, 1], [1, 2, 1.5, 2, 5, 6, 7, 8])  # halfway
     np.testing.assert_array_equal(moves[:, 0], np.tile(np.arange(1, 9), (4, 1)))  # every row starts at z
+
+
+def test_quality_score_is_one_for_uninformative_and_k_for_confident_balanced_predictions():
+    from repthesis.gen.quality import score_from_probs
+
+    assert score_from_probs(np.full((30, 3), 1 / 3), splits=3) == pytest.approx((1.0, 0.0))
+    confident = np.eye(3)[np.arange(36) % 3]  # each sample certain, classes balanced in every split
+    assert score_from_probs(confident, splits=3)[0] == pytest.approx(3.0, rel=1e-6)
+    collapsed = np.eye(3)[np.zeros(30, int)]  # every sample the same class: mode collapse
+    assert score_from_probs(collapsed, splits=3)[0] == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="splits=40 must be in 1..36"):
+        score_from_probs(confident, splits=40)

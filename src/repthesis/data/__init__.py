@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from repthesis.data.images import IMAGE_EXTENSIONS, load_folder, make_shapes
-from repthesis.data.mnist import MNIST_FILE, fetch_mnist, load_mnist
+from repthesis.data.images import IMAGE_EXTENSIONS, SHAPE_CLASSES, load_folder, make_shapes, shape_labels
+from repthesis.data.mnist import MNIST_FILE, fetch_mnist, load_mnist, load_mnist_labels
 
 DATASETS = ("mnist", "shapes", "folder:PATH")
 
@@ -31,6 +31,8 @@ class Dataset(NamedTuple):
     valid: np.ndarray
     test: np.ndarray
     binary: bool  # modelled with a Bernoulli likelihood (MNIST) or a Gaussian one (images)
+    labels: tuple | None = None  # (train, valid, test) class labels where the data has them, else None
+    classes: int = 0  # number of classes
 
 
 def default_data_dir() -> str:
@@ -61,10 +63,12 @@ def load(name: str, data_dir: str | None = None, image_size: int = 64, seed: int
     data_dir = data_dir or default_data_dir()
     if name == "mnist":
         train, valid, test = load_mnist(data_dir)
-        return Dataset(train, valid, test, True)
+        return Dataset(train, valid, test, True, load_mnist_labels(data_dir), 10)
     if name == "shapes":
         return Dataset(make_shapes(4096, image_size, seed), make_shapes(512, image_size, seed + 1),
-                       make_shapes(512, image_size, seed + 2), False)
+                       make_shapes(512, image_size, seed + 2), False,
+                       (shape_labels(4096, seed), shape_labels(512, seed + 1), shape_labels(512, seed + 2)),
+                       len(SHAPE_CLASSES))
     images = load_folder(name[len("folder:"):], image_size)
     n_hold = max(1, len(images) // 20)  # 5 % validation, 5 % test
     if len(images) < 3:

@@ -33,14 +33,22 @@ def load_folder(path: str, image_size: int) -> np.ndarray:
     return np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.float32)
 
 
+SHAPE_CLASSES = ("disc", "square", "triangle")
+
+
+def shape_labels(n: int, seed: int = 0) -> np.ndarray:
+    """The class (index into ``SHAPE_CLASSES``) of each image ``make_shapes(n, ·, seed)`` draws."""
+    return np.random.default_rng(seed).integers(0, 3, n)
+
+
 def make_shapes(n: int, image_size: int = 64, seed: int = 0) -> np.ndarray:
-    """n images of one coloured disc, square or triangle each, random position, size and colour,
-    on a dark background: [n, S, S, 3] float32 in [0, 1], a function of the seed only."""
+    """n images of one coloured disc, square or triangle each (``shape_labels``), random position,
+    size and colour, on a dark background: [n, S, S, 3] float32 in [0, 1], a function of the seed only."""
     rng = np.random.default_rng(seed)
     s = image_size
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
     out = np.empty((n, s, s, 3), np.float32)
-    kind = rng.integers(0, 3, n)
+    kind = rng.integers(0, 3, n)  # the first draw: shape_labels repeats it
     cy, cx = rng.uniform(0.3, 0.7, (2, n))
     r = rng.uniform(0.12, 0.25, n)
     colour = rng.uniform(0.3, 1.0, (n, 3))
