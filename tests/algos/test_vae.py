@@ -1,5 +1,5 @@
 """VAE training: the single-sample ELBO and the K = 1 importance weight agree in expectation; a
-tiny crVAE learns binarised shapes; the NLL estimate is finite, bounded by the ELBO, and K ≤ 0 fails."""
+tiny crVAE learns scikit-learn's binarised digits; the NLL estimate is finite, bounded by the ELBO, and K ≤ 0 fails."""
 
 import jax
 import jax.numpy as jnp
@@ -45,17 +45,26 @@ def test_smoke_every_generative_algo_updates_params(algo):
     assert all(jax.tree.leaves(moved))
 
 
-def test_tiny_crvae_learns_binarised_shapes_and_its_nll_is_bounded_by_the_elbo():
-    model, iw = "crvae", 1
-    cfg = VAEConfig(model=model, iw_samples=iw, total_steps=600, **TINY)
-    train, held_out = binary_shapes(2048, 0), binary_shapes(64, 1)
+def binary_digits():
+    """scikit-learn's 1,797 8×8 digits, upsampled to 16×16, intensities in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    return np.kron(load_digits().images / 16.0, np.ones((1, 2, 2)))[..., None].astype(np.float32)
+
+
+def test_tiny_crvae_learns_binarised_digits_and_its_nll_is_bounded_by_the_elbo():
+    from repthesis.data import binarise
+
+    cfg = VAEConfig(model="crvae", total_steps=600, **TINY)
+    digits = binary_digits()
+    train, held_out = digits[:1700], binarise(digits[1700:1764], 0)  # dynamic binarisation in training
     trainer = make_train(cfg, train, binary=True)
     state = trainer.init(jax.random.PRNGKey(0))
     before = trainer.evaluate(state.params, held_out, jax.random.PRNGKey(5))
     for _ in range(cfg.num_chunks):
         state, metrics = trainer.run_chunk(state)
     after = trainer.evaluate(state.params, held_out, jax.random.PRNGKey(5))
-    assert before < -150 and after > -75, (before, after)  # 256 binary pixels: log ½ each is −177
+    assert before < -150 and after > -95, (before, after)  # 256 binary pixels: log ½ each is −177; seen: −81
     nll = trainer.nll(state.params, held_out[:16], jax.random.PRNGKey(6))
     assert np.all(np.isfinite(nll)) and nll.mean() <= -after + 5  # NLL ≤ −ELBO up to noise
     with pytest.raises(ValueError, match="must be > 0"):
