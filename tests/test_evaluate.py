@@ -66,6 +66,6 @@ def test_evaluate_bad_input(tiny_run, tmp_path, capsys):
     assert evaluate.main([f"--run={tmp_path}"]) == 2
     assert "not a training run" in capsys.readouterr().err
     assert evaluate.main([f"--run={tiny_run}", "--nll"]) == 2
-    assert "--nll evaluates generative runs" in capsys.readouterr().err
+    assert "--nll / --quality evaluate generative runs" in capsys.readouterr().err
     assert evaluate.main([f"--run={tmp_path}", "--modes=map,vote-0"]) == 2
     assert "valid: map, vote-K" in capsys.readouterr().err

@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return vae.apply(vae_params, x, method=vae.encode)[0]
 
     discriminate = None
-    if hasattr(trainer, "discriminator"):
-        def discriminate(x):
-            return trainer.discriminator.apply(params["disc"], x)[0]
+    if hasattr(trainer, "discriminator"):  # GAN runs: the τ term of the objective
+        discriminate = lambda x: trainer.discriminator.apply(params["disc"], x)[0]  # noqa: E731
 
     x = ds.test[:args.images]
     mask = make_mask(args.mask, cfg.image_size, x.shape[-1])

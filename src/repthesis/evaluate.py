@@ -47,6 +47,15 @@ def run_algo(run_dir: str) -> str:
         return json.load(f)["algo"]
 
 
+def saved_config(run_dir: str):
+    """(algo name, config) a run was started with."""
+    from repthesis import registry
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    return saved["algo"], registry.make_config(saved["algo"], saved["config"])
+
+
 def load_run(run_dir: str, which: str, dataset=None):
     """(algo name, config, trainer, params) of a finished or running training run; a generative
     run needs its ``dataset`` (``repthesis.data.Dataset``) to build its trainer."""
@@ -205,17 +214,14 @@ def nll_main(args) -> int:
         return _fail(f"--samples={args.samples} must be > 0 (importance samples per image; the thesis uses 10000)")
     if args.test_images < 0:
         return _fail(f"--test-images={args.test_images} must be >= 0 (0 = the whole test split)")
-    configs = []
-    for run in args.run:
-        with open(os.path.join(run, "config.json")) as f:
-            saved = json.load(f)
-        configs.append(registry.make_config(saved["algo"], saved["config"]))
-        if registry.get_algo(saved["algo"]).config_cls is VAEGANConfig:
-            return _fail(f"--run={run}: {saved['algo']} has no likelihood to evaluate (its decoder is trained "
+    configs = [saved_config(run)[1] for run in args.run]
+    for run, cfg in zip(args.run, configs):
+        if isinstance(cfg, VAEGANConfig):
+            return _fail(f"--run={run}: {run_algo(run)} has no likelihood to evaluate (its decoder is trained "
                          f"adversarially); valid for --nll: " + ", ".join(
                              n for n in registry.names("gen") if registry.get_algo(n).config_cls is not VAEGANConfig))
         try:
-            data.check(configs[-1].data, args.data_dir)
+            data.check(cfg.data, args.data_dir)
         except data.DataError as e:
             return _fail(str(e))
     out_dir = args.out or args.run[0]
@@ -258,21 +264,18 @@ def quality_main(args) -> int:
     import jax
     import numpy as np
 
-    from repthesis import data, registry
+    from repthesis import data
     from repthesis.gen.quality import probabilities, score_from_probs, train_classifier
 
     if args.quality_samples < 10 or args.classifier_steps < 1:
         return _fail(f"--quality-samples={args.quality_samples} must be >= 10 and --classifier-steps >= 1")
-    configs = []
-    for run in args.run:
-        with open(os.path.join(run, "config.json")) as f:
-            saved = json.load(f)
-        configs.append(registry.make_config(saved["algo"], saved["config"]))
-        if configs[-1].data.startswith("folder:"):
+    configs = [saved_config(run)[1] for run in args.run]
+    for run, cfg in zip(args.run, configs):
+        if cfg.data.startswith("folder:"):
             return _fail(f"--run={run}: --quality needs labelled data to train its classifier, and "
-                         f"{configs[-1].data!r} has none; valid: mnist, shapes")
+                         f"{cfg.data!r} has none; valid: mnist, shapes")
         try:
-            data.check(configs[-1].data, args.data_dir)
+            data.check(cfg.data, args.data_dir)
         except data.DataError as e:
             return _fail(str(e))
     if len({(c.data, c.image_size) for c in configs}) > 1:

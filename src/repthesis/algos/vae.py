@@ -138,6 +138,17 @@ def elbo_terms(network: VAE, params, x: jax.Array, key: jax.Array, binary: bool)
     return {"elbo": terms["reconstruction"] - terms["kl"], **terms}
 
 
+def chunk_runner(step, init, cfg: VAEConfig, mesh, data):
+    """(run_chunk, place) for ``step(state, data)`` with a replicated state (parameters, optimiser
+    state, rng): ``steps_per_chunk`` steps a chunk, metrics averaged over them, the training set
+    a program argument; ``place`` lays a state out as ``run_chunk`` returns it."""
+    specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
+    run_chunk, _ = parallel.chunk_programs(step, cfg.steps_per_chunk, lambda m: jax.tree.map(jnp.mean, m), mesh,
+                                           specs, parallel.python_update_loop(cfg.update_loop, has_conv=True), data)
+    shardings = parallel.to_shardings(mesh, specs)
+    return run_chunk, lambda state: jax.device_put(state, shardings)
+
+
 class Trainer(NamedTuple):
     cfg: VAEConfig
     network: VAE
@@ -199,13 +210,7 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return VAEState(optax.apply_updates(state.params, updates), opt_state, rng, state.step + 1), metrics
 
-    specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
-    run_chunk, _ = parallel.chunk_programs(step, cfg.steps_per_chunk, lambda m: jax.tree.map(jnp.mean, m), mesh,
-                                           specs, parallel.python_update_loop(cfg.update_loop, has_conv=True), data)
-    shardings = parallel.to_shardings(mesh, specs)
-
-    def place(state):
-        return jax.device_put(state, shardings)
+    run_chunk, place = chunk_runner(step, init, cfg, mesh, data)
 
     @jax.jit
     def _elbo_batch(params, x, key):

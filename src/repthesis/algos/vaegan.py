@@ -30,9 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec as P
 
-from repthesis.algos.vae import VAEConfig, make_network
+from repthesis.algos.vae import VAEConfig, chunk_runner, make_network
 from repthesis.gen import objectives as obj
 from repthesis.nn.vae import Discriminator
 from repthesis.rl import parallel
@@ -204,13 +203,7 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
         metrics["disc_skipped"] = skip.astype(jnp.float32)
         return GANState(new_params, new_opt, rng, state.step + 1), metrics
 
-    specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
-    run_chunk, _ = parallel.chunk_programs(step, cfg.steps_per_chunk, lambda m: jax.tree.map(jnp.mean, m), mesh,
-                                           specs, parallel.python_update_loop(cfg.update_loop, has_conv=True), data)
-    shardings = parallel.to_shardings(mesh, specs)
-
-    def place(state):
-        return jax.device_put(state, shardings)
+    run_chunk, place = chunk_runner(step, init, cfg, mesh, data)
 
     @jax.jit
     def _squared_error(params_vae, x):
