@@ -111,6 +111,8 @@ def chunk_programs(update: Callable, n: int, summarise: Callable, mesh: Mesh, sp
             outs.append(out)
         return state, summarise(jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs))
 
+    scan_chunk._cache_size = scan_program._cache_size  # compilations, as a jitted function reports them
+    run_chunk._cache_size = one_update._cache_size
     return (run_chunk if python_loop else scan_chunk), scan_chunk
 
 
