@@ -33,7 +33,7 @@ import optax
 
 from repthesis.algos.vae import VAEConfig, chunk_runner, make_network
 from repthesis.gen import objectives as obj
-from repthesis.nn.vae import Discriminator
+from repthesis.nn.vae import Discriminator, latent_side
 from repthesis.rl import parallel
 
 
@@ -130,8 +130,7 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
     mesh = parallel.make_mesh(num_devices)
     axis = parallel.axis_name(mesh)
     vae = make_network(cfg, train_images.shape[-1])
-    side = -(-cfg.image_size // 8)
-    code_size = side * side * cfg.latent_channels
+    code_size = latent_side(cfg.image_size) ** 2 * cfg.latent_channels
     disc = Discriminator(code_size if cfg.mi_weight > 0 else 0, cfg.width)
     optimizer = optax.adam(cfg.learning_rate, eps=1e-8)
     data = jnp.asarray(train_images)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from repthesis.data.images import IMAGE_EXTENSIONS, SHAPE_CLASSES, load_folder, make_shapes, shape_labels
-from repthesis.data.mnist import MNIST_FILE, fetch_mnist, load_mnist, load_mnist_labels
+from repthesis.data.mnist import MNIST_FILE, fetch_mnist, load_mnist
 
 DATASETS = ("mnist", "shapes", "folder:PATH")
 
@@ -62,8 +62,8 @@ def load(name: str, data_dir: str | None = None, image_size: int = 64, seed: int
     check(name, data_dir)
     data_dir = data_dir or default_data_dir()
     if name == "mnist":
-        train, valid, test = load_mnist(data_dir)
-        return Dataset(train, valid, test, True, load_mnist_labels(data_dir), 10)
+        (train, valid, test), labels = load_mnist(data_dir)
+        return Dataset(train, valid, test, True, labels, 10)
     if name == "shapes":
         return Dataset(make_shapes(4096, image_size, seed), make_shapes(512, image_size, seed + 1),
                        make_shapes(512, image_size, seed + 2), False,

@@ -35,15 +35,10 @@ def fetch_mnist(data_dir: str) -> str:
     return target
 
 
-def load_mnist(data_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, valid, test) as [N, 28, 28, 1] float32 intensities in [0, 1)."""
+def load_mnist(data_dir: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """((train, valid, test) as [N, 28, 28, 1] float32 intensities in [0, 1), the same splits'
+    int32 digit labels), from one read of the file."""
     with gzip.open(os.path.join(data_dir, MNIST_FILE)) as f:
         splits = pickle.load(f, encoding="latin1")
-    return tuple(np.asarray(x, np.float32).reshape(-1, 28, 28, 1) for x, _ in splits)
-
-
-def load_mnist_labels(data_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, valid, test) digit labels, int32."""
-    with gzip.open(os.path.join(data_dir, MNIST_FILE)) as f:
-        splits = pickle.load(f, encoding="latin1")
-    return tuple(np.asarray(y, np.int32) for _, y in splits)
+    return (tuple(np.asarray(x, np.float32).reshape(-1, 28, 28, 1) for x, _ in splits),
+            tuple(np.asarray(y, np.int32) for _, y in splits))
