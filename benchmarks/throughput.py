@@ -161,9 +161,9 @@ def gen_main(args) -> int:
             jax.block_until_ready(m)
             sps = 100 * args.chunks / (time.time() - t)
             per[(width, algo)] = epoch_steps / sps
-            rows.append(f"| {algo} | {width} | {compile_s:.1f} | {sps:.1f} | {epoch_steps / sps:.0f} |")
+            rows.append(f"| {algo} | {width} | {compile_s:.1f} | {sps:.1f} | {epoch_steps / sps:.3g} |")
             print(f"{algo:6s} width {width}: first chunk {compile_s:.1f}s, {sps:.1f} steps/s, "
-                  f"{epoch_steps / sps:.0f} s/epoch", flush=True)
+                  f"{epoch_steps / sps:.3g} s/epoch", flush=True)
     ratios = {w: per[(w, "crvae")] / per[(w, "vae")] for w in (32, 16)}
     lines = ["# Chapter 5 training speed: seconds per MNIST epoch", "",
              f"Command: `python benchmarks/throughput.py --gen --chunks={args.chunks}`  ",

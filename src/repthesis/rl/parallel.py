@@ -113,6 +113,8 @@ def chunk_programs(update: Callable, n: int, summarise: Callable, mesh: Mesh, sp
 
     scan_chunk._cache_size = scan_program._cache_size  # compilations, as a jitted function reports them
     run_chunk._cache_size = one_update._cache_size
+    scan_chunk.lower = lambda state: scan_program.lower(state, constants)  # ahead-of-time compile, as jit has
+    run_chunk.lower = lambda state: one_update.lower(state, constants)  # (the python loop compiles one update)
     return (run_chunk if python_loop else scan_chunk), scan_chunk
 
 
