@@ -56,6 +56,22 @@ def saved_config(run_dir: str):
     return saved["algo"], registry.make_config(saved["algo"], saved["config"])
 
 
+def gen_trainer(algo_name: str, cfg, dataset, num_devices: int = 1):
+    """The trainer of a generative run on ``dataset``; a stage-2 run (``cfg.stage1``) also gets its
+    frozen stage-1 model, loaded from the stage-1 run's newest checkpoint on the 2× smaller images."""
+    from repthesis import registry
+
+    algo = registry.get_algo(algo_name)
+    if not getattr(cfg, "stage1", ""):
+        return algo.make_train(cfg, dataset.train, dataset.binary, num_devices=num_devices)
+    from repthesis.nn.stage2 import downsample
+
+    _, _, s1_trainer, s1_params = load_run(cfg.stage1, "last", dataset._replace(train=downsample(dataset.train)))
+    labels = dataset.labels[0] if dataset.labels else None
+    return algo.make_train(cfg, dataset.train, dataset.binary, num_devices=num_devices,
+                           stage1=(s1_trainer.network, s1_trainer.vae_params(s1_params)), labels=labels)
+
+
 def load_run(run_dir: str, which: str, dataset=None):
     """(algo name, config, trainer, params) of a finished or running training run; a generative
     run needs its ``dataset`` (``repthesis.data.Dataset``) to build its trainer."""
@@ -70,7 +86,7 @@ def load_run(run_dir: str, which: str, dataset=None):
     cfg = registry.make_config(saved["algo"], saved["config"])
     algo = registry.get_algo(saved["algo"])
     if algo.kind == "gen":
-        trainer = algo.make_train(cfg, dataset.train, dataset.binary)
+        trainer = gen_trainer(saved["algo"], cfg, dataset)
         best_key = trainer.val_name
     else:
         trainer, best_key = algo.make_train(cfg), "val_return"
@@ -214,12 +230,15 @@ def nll_main(args) -> int:
         return _fail(f"--samples={args.samples} must be > 0 (importance samples per image; the thesis uses 10000)")
     if args.test_images < 0:
         return _fail(f"--test-images={args.test_images} must be >= 0 (0 = the whole test split)")
+    def likelihood(config_cls) -> bool:  # GAN-trained decoders (VAE-GAN, stage 2) define no p(x)
+        return hasattr(config_cls, "nll_samples") and not issubclass(config_cls, VAEGANConfig)
+
     configs = [saved_config(run)[1] for run in args.run]
     for run, cfg in zip(args.run, configs):
-        if isinstance(cfg, VAEGANConfig):
+        if not likelihood(type(cfg)):
             return _fail(f"--run={run}: {run_algo(run)} has no likelihood to evaluate (its decoder is trained "
                          f"adversarially); valid for --nll: " + ", ".join(
-                             n for n in registry.names("gen") if registry.get_algo(n).config_cls is not VAEGANConfig))
+                             n for n in registry.names("gen") if likelihood(registry.get_algo(n).config_cls)))
         try:
             data.check(cfg.data, args.data_dir)
         except data.DataError as e:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
-from repthesis.algos import a3c, vae, vaegan
+from repthesis.algos import a3c, stage2, vae, vaegan
 
 
 class Algo(NamedTuple):
@@ -17,6 +17,7 @@ class Algo(NamedTuple):
     make_train: Callable[..., Any]
     summary: str
     kind: str = "rl"  # rl (env steps, returns) | gen (optimiser steps on a dataset)
+    check: Callable[..., Any] | None = None  # cfg -> None, raises ValueError (one line) on bad input
 
 
 ALGOS: dict[str, Algo] = {
@@ -42,6 +43,9 @@ ALGOS: dict[str, Algo] = {
     "crvae-gan": Algo(vaegan.VAEGANConfig, {"model": "crvae"}, vaegan.make_train,
                       "crVAE-GAN with KL weights α1/α2 and the MI regulariser κ (--mi-weight=0: off) (§5.3.3)",
                       "gen"),
+    "stage2": Algo(stage2.Stage2Config, {}, stage2.make_train,
+                   "Stage 2: 64→128 upsampler of a trained --stage1=DIR run, adversarial + perceptual loss (§5.4.3)",
+                   "gen", stage2.check_stage1),
 }
 
 

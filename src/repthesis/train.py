@@ -162,6 +162,9 @@ def resolve(argv: list[str]):
         from repthesis import data
 
         data.check(cfg.data, args.data_dir)  # unknown dataset / missing files: one line now
+        check = registry.get_algo(args.algo).check
+        if check is not None:
+            check(cfg)  # e.g. stage 2's --stage1 run: one line now
         if cfg.data == "mnist" and cfg.image_size != 28:
             raise UsageError(f"--image-size={cfg.image_size}: MNIST images are 28×28; valid: 28")
         split = ("batch_size", cfg.batch_size)

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 
-from repthesis import registry
 
 VAL_IMAGES = 1000  # validation images for the ELBO at each checkpoint (fixed binarisation)
 GRID = 64  # images per sample / reconstruction grid
@@ -23,20 +22,24 @@ def run_gen(args, cfg) -> int:
     from tqdm import tqdm
 
     from repthesis import data
+    from repthesis.evaluate import gen_trainer
     from repthesis.utils.checkpoint import CheckpointStore
     from repthesis.utils.logging import MetricsLog, plot_curve, save_grid
 
     out = args.out
-    algo = registry.get_algo(args.algo)
     ds = data.load(cfg.data, args.data_dir, cfg.image_size, seed=args.seed)
+    trainer = gen_trainer(args.algo, cfg, ds, num_devices=args.devices)  # before anything is written
     if not args.resume:
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump({"algo": args.algo, "seed": args.seed, "config": dataclasses.asdict(cfg)}, f, indent=2)
-    trainer = algo.make_train(cfg, ds.train, ds.binary, num_devices=args.devices)
     ckpts = CheckpointStore(os.path.join(out, "checkpoints"))
     best = CheckpointStore(os.path.join(out, "best"), max_to_keep=1)
     log = MetricsLog(out, step_key="step")
     state = trainer.init(jax.random.PRNGKey(args.seed))
+    prepare = getattr(trainer, "prepare", None)  # one-off work before training (stage 2: its feature network)
+    if prepare is not None and not args.resume:
+        print("preparing (stage 2: training the feature network) ...", flush=True)
+        state = prepare(state)
     start_chunk, best_val = 0, -math.inf  # best of sign × validation metric
     bound, val_name = trainer.headline, trainer.val_name
     sign = 1.0 if trainer.val_higher_is_better else -1.0
@@ -106,9 +109,9 @@ def run_gen(args, cfg) -> int:
         from repthesis.gen.traversal import interpolate_blocks, progressive
 
         params = trainer.vae_params(state.params)
-        rows = progressive(prior[:8], cfg.blocks)
-        save_grid(as_image(decode(params, rows)), os.path.join(out, "traversal.png"), columns=cfg.blocks + 1)
-        moves = interpolate_blocks(prior[0], prior[1], cfg.blocks)
+        rows = progressive(prior[:8], net.blocks)
+        save_grid(as_image(decode(params, rows)), os.path.join(out, "traversal.png"), columns=net.blocks + 1)
+        moves = interpolate_blocks(prior[0], prior[1], net.blocks)
         save_grid(as_image(decode(params, moves)), os.path.join(out, "interpolation.png"), columns=8)
     log.close()
     ckpts.close()

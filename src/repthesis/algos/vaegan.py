@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from repthesis.algos.vae import VAEConfig, chunk_runner, make_network
+from repthesis.algos.vae import VAEConfig, chunk_runner, make_network, reconstruction_mse
 from repthesis.gen import objectives as obj
 from repthesis.nn.vae import Discriminator, latent_side
 from repthesis.rl import parallel
@@ -99,6 +99,27 @@ def discriminator_batch(real: jax.Array, from_prior: jax.Array, from_posterior: 
 def keep_if(skip: jax.Array, old, new):
     """``old`` where ``skip`` (a scalar bool) else ``new``, leaf by leaf."""
     return jax.tree.map(lambda o, n: jnp.where(skip, o, n), old, new)
+
+
+def draw_batch(rng, data, n: int, axis, flip: bool):
+    """(next rng, n training images drawn on this device (each flipped left-right with
+    probability ½ when ``flip``), the loss's key); the device index is folded into the keys."""
+    rng, k_batch, k_flip, k_loss = jax.random.split(rng, 4)
+    device = jax.lax.axis_index(axis) if axis else 0
+    k_batch, k_flip, k_loss = (jax.random.fold_in(k, device) for k in (k_batch, k_flip, k_loss))
+    x = data[jax.random.randint(k_batch, (n,), 0, data.shape[0])]
+    if flip:
+        x = jnp.where(jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1)), x[:, :, ::-1], x)
+    return rng, x, k_loss
+
+
+def adam_parts(optimizer, grads: dict, params: dict, opt_state: dict):
+    """One optimiser step for each part (generator, discriminator) of a GAN: (params, opt_state)."""
+    new_params, new_opt = {}, {}
+    for part in grads:
+        updates, new_opt[part] = optimizer.update(grads[part], opt_state[part], params[part])
+        new_params[part] = optax.apply_updates(params[part], updates)
+    return new_params, new_opt
 
 
 class Trainer(NamedTuple):
@@ -184,18 +205,10 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
         return {"vae": g_grads, "disc": d_grads}, {**g_metrics, **d_metrics}
 
     def step(state: GANState, data):
-        rng, k_batch, k_flip, k_loss = jax.random.split(state.rng, 4)
-        device = jax.lax.axis_index(axis) if axis else 0
-        k_batch, k_flip, k_loss = (jax.random.fold_in(k, device) for k in (k_batch, k_flip, k_loss))
-        x = data[jax.random.randint(k_batch, (per_device_batch,), 0, data.shape[0])]
-        if cfg.flip:
-            x = jnp.where(jax.random.bernoulli(k_flip, 0.5, (per_device_batch, 1, 1, 1)), x[:, :, ::-1], x)
+        rng, x, k_loss = draw_batch(state.rng, data, per_device_batch, axis, cfg.flip)
         grads, metrics = losses(parallel.per_device(state.params, axis), x, k_loss)
         grads, metrics = parallel.pmean(grads, axis), parallel.pmean(metrics, axis)
-        new_params, new_opt = {}, {}
-        for part in ("vae", "disc"):
-            updates, new_opt[part] = optimizer.update(grads[part], state.opt_state[part], state.params[part])
-            new_params[part] = optax.apply_updates(state.params[part], updates)
+        new_params, new_opt = adam_parts(optimizer, grads, state.params, state.opt_state)
         skip = metrics["disc_accuracy"] > cfg.disc_skip_accuracy  # same on every device (pmean'd)
         new_params["disc"] = keep_if(skip, state.params["disc"], new_params["disc"])
         new_opt["disc"] = keep_if(skip, state.opt_state["disc"], new_opt["disc"])
@@ -204,15 +217,7 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
 
     run_chunk, place = chunk_runner(step, init, cfg, mesh, data)
 
-    @jax.jit
-    def _squared_error(params_vae, x):
-        mean, _ = vae.apply(params_vae, x, method=vae.encode)
-        return jnp.sum(jnp.square(vae.apply(params_vae, mean, method=vae.decode) - x))
-
-    def evaluate(params_vae, images, key=None, batch: int = 250) -> float:
-        total = sum(float(_squared_error(params_vae, jnp.asarray(images[i:i + batch])))
-                    for i in range(0, len(images), batch))
-        return total / images.size
+    evaluate = reconstruction_mse(vae)
 
     return Trainer(cfg, vae, disc, lambda rng: place(jax.jit(init)(rng)), run_chunk, place, place, evaluate,
                    jax.jit(losses))

@@ -22,13 +22,22 @@ from repthesis.nn.vae import Encoder
 
 
 class Classifier(nn.Module):
+    """Conv trunk (the VAE encoder's layout, width 16), a 128-unit hidden layer, class logits;
+    ``features`` is the trunk's map (stage 2's perceptual features)."""
+
     classes: int
 
-    @nn.compact
+    def setup(self):
+        self.trunk = Encoder(16)
+        self.hidden = nn.Dense(128)
+        self.head = nn.Dense(self.classes)
+
+    def features(self, x):
+        return self.trunk(x)  # [B, S/8, S/8, 64]
+
     def __call__(self, x):
-        h = Encoder(16)(x)
-        h = nn.relu(nn.Dense(128)(h.reshape(h.shape[0], -1)))
-        return nn.Dense(self.classes)(h)
+        h = self.trunk(x)
+        return self.head(nn.relu(self.hidden(h.reshape(h.shape[0], -1))))
 
 
 def score_from_probs(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:

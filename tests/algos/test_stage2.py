@@ -1,0 +1,140 @@
+"""Stage 2 (§5.4.3): G doubles the side, the losses are the thesis's Stage2 objective (checked by
+hand; γ weighs the perceptual term of G's loss only), gradients reach every G and D parameter,
+f's targets, learning, and the CLI end to end (errors, outputs, bit-identical resume)."""
+
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from repthesis import registry, train
+from repthesis.algos.stage2 import feature_targets
+from repthesis.algos.vae import make_network
+from repthesis.data import make_shapes, shape_labels
+from repthesis.gen import objectives as obj
+from repthesis.nn.stage2 import Upsampler, downsample, upsample_nearest
+
+S1 = dict(model="crvae", image_size=16, latent_channels=8, blocks=4, lstm_size=16, width=8)
+TINY = dict(image_size=32, width=8, res_blocks=1, batch_size=8, feature_steps=30, steps_per_chunk=20, total_steps=20)
+
+
+def stage1():
+    cfg = registry.make_config("crvae", {**S1, "data": "shapes"})
+    net = make_network(cfg, 3)
+    return net, net.init(jax.random.PRNGKey(5), jnp.zeros((1, 16, 16, 3)))
+
+
+def make(**kw):
+    cfg = registry.make_config("stage2", {**TINY, **kw})
+    trainer = registry.get_algo("stage2").make_train(cfg, make_shapes(64, 32, 0), False, stage1=stage1(),
+                                                       labels=shape_labels(64, 0))
+    return trainer, trainer.init(jax.random.PRNGKey(0))
+
+
+def test_downsample_is_average_pooling_and_zero_g_is_the_nearest_upsample():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    np.testing.assert_allclose(downsample(x)[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+    np.testing.assert_allclose(upsample_nearest(jnp.array([[1.0, 2.0]]).reshape(1, 1, 2, 1))[0, :, :, 0],
+                               [[1, 1, 2, 2], [1, 1, 2, 2]])
+    g = Upsampler(3, width=4, res_blocks=1)
+    small = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    params = g.init(jax.random.PRNGKey(1), small)
+    assert g.apply(params, small).shape == (2, 16, 16, 3)
+    zero = jax.tree.map(jnp.zeros_like, params)  # every conv outputs 0: G is the skip path alone
+    np.testing.assert_allclose(g.apply(zero, small), upsample_nearest(small))
+    plain = Upsampler(3, width=4, res_blocks=1, skip=False)
+    np.testing.assert_allclose(plain.apply(zero, small), 0.0)
+
+
+def test_losses_are_the_stage2_objective_by_hand_and_reach_every_parameter():
+    trainer, state = make(perceptual_weight=3.0)
+    s1_net, s1 = stage1()
+    g, d = trainer.upsampler, trainer.discriminator
+    x = jnp.asarray(make_shapes(8, 32, 1))
+    key = jax.random.PRNGKey(7)
+    _, metrics = trainer.losses(state.params, state.features, s1, x, key)
+    # the same draws as the trainer: z ~ q(z | ↓x) with the first key, z ~ p(z) with the second
+    k_z, k_p = jax.random.split(key)
+    mean, log_var = s1_net.apply(s1, downsample(x), method=s1_net.encode)
+    recon = s1_net.apply(s1, obj.reparameterise(k_z, mean, log_var), method=s1_net.decode)
+    prior = s1_net.apply(s1, s1_net.apply(s1, k_p, 8, method=s1_net.sample_prior), method=s1_net.decode)
+    fake_p, fake_r = g.apply(state.params["g"], prior), g.apply(state.params["g"], recon)
+    logit = lambda im: np.asarray(d.apply(state.params["disc"], im)[0], np.float64)  # noqa: E731
+    softplus = lambda v: np.log1p(np.exp(v))  # noqa: E731
+    from repthesis.gen.quality import Classifier
+
+    f_net = Classifier(3)
+    feat = lambda im: np.asarray(f_net.apply(state.features, im, method=f_net.features), np.float64)  # noqa: E731
+    perceptual = np.mean((feat(x) - feat(fake_r)) ** 2)
+    adversarial = np.mean(softplus(-logit(fake_p))) + np.mean(softplus(-logit(fake_r)))  # −log D(G(x̃))
+    disc = np.mean(softplus(-logit(x))) + np.mean(softplus(logit(fake_p))) + np.mean(softplus(logit(fake_r)))
+    np.testing.assert_allclose(float(metrics["perceptual"]), perceptual, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["adversarial"]), adversarial, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["g_loss"]), adversarial + 3.0 * perceptual, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["disc_loss"]), disc, rtol=1e-4)
+    # gradients (of exactly these losses) reach every parameter of G and of D
+    grads, _ = trainer.losses(state.params, state.features, s1, x, key)
+    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    dead = [jax.tree_util.keystr(path) for path, v in flat if not np.any(np.asarray(v) != 0)]
+    assert not dead, f"no gradient reaches {dead}"
+
+
+def test_feature_targets_are_labels_or_the_four_rotations():
+    images = np.random.default_rng(0).random((5, 4, 4, 1)).astype(np.float32)
+    same, labels, classes = feature_targets(images, np.array([0, 2, 1, 2, 0]))
+    assert same is images and classes == 3
+    rotated, labels, classes = feature_targets(images, None, rotations_of=3)
+    assert classes == 4 and rotated.shape == (12, 4, 4, 1)
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(4), 3))
+    for k in range(4):
+        np.testing.assert_array_equal(rotated[3 * k:3 * k + 3], np.rot90(rotated[:3], k, axes=(1, 2)))
+
+
+def test_stage2_learns_its_perceptual_target():
+    trainer, state = make(perceptual_weight=10.0, feature_steps=100, learning_rate=1e-3, steps_per_chunk=25)
+    state = trainer.prepare(state)
+    perceptual = []
+    for _ in range(4):
+        state, metrics = trainer.run_chunk(state)
+        perceptual.append(float(metrics["perceptual"]))
+    assert perceptual[-1] < 0.8 * perceptual[0], perceptual
+
+
+def run_cli(argv, capsys):
+    code = train.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "needs --stage1=DIR"),
+    (["--stage1=/no/such/run"], "holds no run"),
+])
+def test_stage2_bad_input_is_one_line(tmp_path, capsys, argv, needle):
+    code, out, err = run_cli(["--algo=stage2", *argv, f"--out={tmp_path / 'x'}"], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x" / "config.json").exists()
+
+
+def test_stage2_cli_trains_on_a_stage1_run_and_resumes_bit_identically(tmp_path, capsys):
+    s1 = tmp_path / "s1"
+    code, out, err = run_cli(["--algo=crvae-gan", "--data=shapes", "--image-size=16", "--width=8", "--latent-channels=8",
+                              "--blocks=4", "--lstm-size=16", "--batch-size=8", "--total-steps=10",
+                              "--steps-per-chunk=10", f"--out={s1}", "--no-progress"], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["--algo=stage2", f"--stage1={s1}", "--image-size=64", f"--out={tmp_path / 'x'}"], capsys)
+    assert code == 2 and "valid: 32" in err, err
+    common = ["--algo=stage2", f"--stage1={s1}", "--image-size=32", "--width=8", "--res-blocks=1", "--batch-size=8",
+              "--feature-steps=10", "--steps-per-chunk=10", "--checkpoint-every=1", "--no-progress"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_cli([*common, "--total-steps=20", f"--out={a}"], capsys)[0] == 0
+    for name in ("samples.png", "reconstructions.png", "traversal.png", "curve.png"):
+        assert (a / name).exists(), name
+    assert run_cli([*common, "--total-steps=10", f"--out={b}"], capsys)[0] == 0
+    code, out, err = run_cli([*common, "--total-steps=20", f"--out={b}", "--resume"], capsys)
+    assert code == 0 and "resumed from checkpoint at step 10" in out, err
+    keep = ("step", "g_loss", "perceptual", "disc_loss", "val_mse")
+    rows_a, rows_b = ([{k: r[k] for k in keep} for r in csv.DictReader(open(d / "metrics.csv"))] for d in (a, b))
+    assert rows_a == rows_b and len(rows_a) == 2
