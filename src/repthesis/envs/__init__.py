@@ -2,6 +2,8 @@
 
 * gymnax games by their gymnax id (``Breakout-MinAtar``, ``Catch-bsuite``, …), pure JAX,
   stepped inside ``lax.scan``.
+* chapter 3's grid-world mazes (``maze-small-multigoal`` …, ``envs/maze.py``), pure JAX behind
+  the same gymnax interface.
 * Atari (``atari:Seaquest`` …, the seven thesis games) through envpool's XLA handle inside the
   same jitted program, with the thesis preprocessing (``envs/atari.py``); needs the ``atari`` extra.
 
@@ -11,7 +13,7 @@ Both give ``open(num_envs, seed) -> pool`` with batched, jittable ``pool.reset(k
 
 from __future__ import annotations
 
-from repthesis.envs import atari
+from repthesis.envs import atari, maze
 from repthesis.envs.gymnax_env import GymnaxEnv, gymnax_env_names
 
 
@@ -20,12 +22,16 @@ class EnvError(ValueError):
 
 
 def list_envs() -> list[str]:
-    return list(gymnax_env_names()) + [f"atari:{g}" for g in atari.GAMES]
+    return list(gymnax_env_names()) + list(maze.env_names()) + [f"atari:{g}" for g in atari.GAMES]
 
 
 def make(name: str) -> GymnaxEnv | atari.AtariEnv:
     if name in gymnax_env_names():
         return GymnaxEnv(name)
+    if name.startswith("maze-"):
+        if name not in maze.env_names():
+            raise EnvError(f"unknown maze {name!r}; valid: maze-<{'|'.join(maze.SIZES)}>-<{'|'.join(maze.TASKS)}>")
+        return GymnaxEnv(name, maze.make(name))
     if name.startswith("atari:"):
         game = name[len("atari:"):]
         if game not in atari.GAMES:

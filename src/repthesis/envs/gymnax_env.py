@@ -38,11 +38,15 @@ class GymnaxEnv:
 
     external = False  # all state is JAX arrays: checkpointable, shardable, vmappable
 
-    def __init__(self, name: str):
-        import gymnax
+    def __init__(self, name: str, env=None):
+        """A gymnax id, or any gymnax ``Environment`` (``env``, e.g. a chapter-3 maze) named ``name``."""
+        if env is None:
+            import gymnax
 
+            self._env, self.params = gymnax.make(name)
+        else:
+            self._env, self.params = env, env.default_params
         self.name = name
-        self._env, self.params = gymnax.make(name)
         self.num_actions = int(self._env.action_space(self.params).n)
         obs, _ = self._env.reset(jax.random.PRNGKey(0), self.params)
         self.obs_shape = tuple(obs.shape)
