@@ -54,16 +54,14 @@ def env_names() -> tuple[str, ...]:
     return tuple(f"maze-{size}-{task}" for size in SIZES for task in TASKS)
 
 
-@functools.cache
-def make_layout(size: str) -> np.ndarray:
-    """Walls [S, S] bool of a maze size: DFS maze over the odd cells, then 15 % of the remaining
-    inner walls that separate two corridors removed (loops)."""
-    if size not in SIZES:
-        raise ValueError(f"unknown maze size {size!r}; valid: {', '.join(SIZES)}")
-    s = SIZES[size]
-    rng = np.random.default_rng(_SEEDS[size])
-    walls = np.ones((s, s), bool)
-    n = (s - 1) // 2
+def generate_maze(side: int, seed: int, loops: float = 0.15) -> np.ndarray:
+    """Walls [side, side] bool (side odd): a randomised depth-first-search maze over the odd cells,
+    then a fraction ``loops`` of the remaining inner walls that separate two corridors removed."""
+    if side < 5 or side % 2 == 0:
+        raise ValueError(f"maze side {side} must be odd and >= 5")
+    rng = np.random.default_rng(seed)
+    walls = np.ones((side, side), bool)
+    n = (side - 1) // 2
     seen = np.zeros((n, n), bool)
     stack = [(0, 0)]
     seen[0, 0] = True
@@ -79,11 +77,19 @@ def make_layout(size: str) -> np.ndarray:
         walls[2 * nr + 1, 2 * nc + 1] = False
         walls[r + nr + 1, c + nc + 1] = False  # the wall between the two cells
         stack.append((nr, nc))
-    inner = [(r, c) for r in range(1, s - 1) for c in range(1, s - 1) if walls[r, c]
+    inner = [(r, c) for r in range(1, side - 1) for c in range(1, side - 1) if walls[r, c]
              and ((not walls[r - 1, c] and not walls[r + 1, c]) or (not walls[r, c - 1] and not walls[r, c + 1]))]
-    for i in rng.permutation(len(inner))[: int(0.15 * len(inner))]:
+    for i in rng.permutation(len(inner))[: int(loops * len(inner))]:
         walls[inner[i]] = False
     return walls
+
+
+@functools.cache
+def make_layout(size: str) -> np.ndarray:
+    """Walls [S, S] bool of a named maze size (a fixed seed per size)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown maze size {size!r}; valid: {', '.join(SIZES)}")
+    return generate_maze(SIZES[size], _SEEDS[size])
 
 
 def bfs_distances(walls: np.ndarray, start: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,150 @@
+"""World graphs (thesis §3.3.1–3.3.3, §3.4.3): waypoints from the VAE prior, edges from rollouts,
+planning by Dijkstra, and the action sequence of a planned traversal.
+
+Built once, offline, from numpy arrays (nothing here runs inside a training step):
+
+* ``select_waypoints``: the states with the largest prior mean α/(α+β), a fraction of the open
+  cells (20 %, App. 3.C.1).
+* ``edges_from_rollouts``: a directed edge p → q for every rollout that leaves waypoint p and
+  reaches waypoint q without passing a third waypoint; of all such rollouts (random walks and
+  π_g's), the shortest action sequence is kept and its length is the edge's weight (§3.3.3).
+* ``shortest_path`` (Dijkstra over the edge weights) and ``traversal_actions``: the planned
+  waypoint route and the concatenated edge actions that execute it in a deterministic maze.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import json
+
+import numpy as np
+
+from repthesis.envs.maze import MOVES
+
+
+@dataclasses.dataclass
+class WorldGraph:
+    side: int  # maze side the graph belongs to
+    walls_hash: str  # identifies the maze layout (a graph of another maze is refused)
+    waypoints: np.ndarray  # [K, 2] int cells
+    edges: dict  # (i, j) -> list of actions from waypoint i to waypoint j
+
+    def weights(self) -> np.ndarray:
+        """[K, K] edge weights (path lengths), inf where there is no edge, 0 on the diagonal."""
+        k = len(self.waypoints)
+        w = np.full((k, k), np.inf)
+        np.fill_diagonal(w, 0.0)
+        for (i, j), actions in self.edges.items():
+            w[i, j] = min(w[i, j], len(actions))
+        return w
+
+    def index(self, cell) -> int:
+        """Waypoint index of a cell, −1 if it is not a waypoint."""
+        hit = np.flatnonzero(np.all(self.waypoints == np.asarray(cell), -1))
+        return int(hit[0]) if len(hit) else -1
+
+    def to_json(self) -> dict:
+        return {"side": self.side, "walls_hash": self.walls_hash, "waypoints": self.waypoints.tolist(),
+                "edges": [[i, j, list(map(int, a))] for (i, j), a in sorted(self.edges.items())]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "WorldGraph":
+        return cls(d["side"], d["walls_hash"], np.asarray(d["waypoints"], np.int64).reshape(-1, 2),
+                   {(i, j): list(a) for i, j, a in d["edges"]})
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f)
+
+    @classmethod
+    def load(cls, path: str) -> "WorldGraph":
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+
+def walls_hash(walls: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.packbits(np.asarray(walls, bool)).tobytes() + bytes([walls.shape[0] % 256])).hexdigest()[:16]
+
+
+def select_waypoints(prior_mean: np.ndarray, walls: np.ndarray, fraction: float = 0.2,
+                     always: tuple = ((1, 1),)) -> np.ndarray:
+    """[K, 2] cells: the ``fraction`` of open cells with the largest prior mean (ties by cell
+    order), plus the cells in ``always`` (the start, Alg. 6's initial V_p)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")
+    open_cells = np.argwhere(~walls)
+    k = max(1, int(round(fraction * len(open_cells))))
+    scores = prior_mean[open_cells[:, 0], open_cells[:, 1]]
+    top = open_cells[np.argsort(-scores, kind="stable")[:k]]
+    extra = [c for c in always if not np.any(np.all(top == c, -1))]
+    return np.concatenate([np.asarray(extra, np.int64).reshape(-1, 2), top]) if extra else top
+
+
+def random_walks(walls: np.ndarray, starts: np.ndarray, length: int, rng: np.random.Generator):
+    """(cells [N, length+1, 2], actions [N, length]) of uniform random walks from each start (a move
+    into a wall leaves the agent in place, as in the maze envs)."""
+    starts = np.asarray(starts)
+    actions = rng.integers(0, 4, (len(starts), length))
+    cells = np.zeros((len(starts), length + 1, 2), np.int64)
+    cells[:, 0] = starts
+    for t in range(length):
+        target = cells[:, t] + MOVES[actions[:, t]]
+        blocked = walls[target[:, 0], target[:, 1]]
+        cells[:, t + 1] = np.where(blocked[:, None], cells[:, t], target)
+    return cells, actions
+
+
+def edges_from_rollouts(waypoints: np.ndarray, cells: np.ndarray, actions: np.ndarray, edges: dict | None = None) -> dict:
+    """Add to ``edges`` (i, j) → actions for each rollout that starts on waypoint i and first meets
+    another waypoint j (no third waypoint in between), keeping the shortest action list per edge."""
+    edges = {} if edges is None else edges
+    index = {tuple(c): i for i, c in enumerate(np.asarray(waypoints).tolist())}
+    for path, acts in zip(cells, actions):
+        i = index.get(tuple(path[0]))
+        if i is None:
+            continue
+        for t in range(1, len(path)):
+            j = index.get(tuple(path[t]))
+            if j is None or j == i:
+                continue  # not a waypoint, or back at the start: keep walking
+            if (i, j) not in edges or t < len(edges[(i, j)]):
+                edges[(i, j)] = [int(a) for a in acts[:t]]
+            break  # the first other waypoint ends this rollout's edge
+    return edges
+
+
+def shortest_path(weights: np.ndarray, source: int, target: int) -> list[int]:
+    """Waypoint indices of the cheapest route source → target (Dijkstra); [] if unreachable."""
+    k = len(weights)
+    dist = np.full(k, np.inf)
+    prev = np.full(k, -1)
+    dist[source] = 0.0
+    heap = [(0.0, source)]
+    while heap:
+        d, u = heapq.heappop(heap)
+        if d > dist[u]:
+            continue
+        if u == target:
+            break
+        for v in np.flatnonzero(np.isfinite(weights[u])):
+            nd = d + weights[u, v]
+            if nd < dist[v]:
+                dist[v], prev[v] = nd, u
+                heapq.heappush(heap, (nd, v))
+    if not np.isfinite(dist[target]):
+        return []
+    route = [target]
+    while route[-1] != source:
+        route.append(int(prev[route[-1]]))
+    return route[::-1]
+
+
+def traversal_actions(graph: WorldGraph, route: list[int]) -> list[int]:
+    """The actions that execute a waypoint route in a deterministic maze: its edges' actions, in order."""
+    out: list[int] = []
+    for i, j in zip(route[:-1], route[1:]):
+        out += graph.edges[(i, j)]
+    return out
