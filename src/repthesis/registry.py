@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
-from repthesis.algos import a3c, stage2, vae, vaegan
+from repthesis.algos import a3c, stage2, vae, vaegan, world_graph
 
 
 class Algo(NamedTuple):
@@ -16,7 +16,7 @@ class Algo(NamedTuple):
     preset: dict  # switches that make this method out of its family's config
     make_train: Callable[..., Any]
     summary: str
-    kind: str = "rl"  # rl (env steps, returns) | gen (optimiser steps on a dataset)
+    kind: str = "rl"  # rl (env steps, returns) | gen (optimiser steps on a dataset) | graph (world-graph discovery)
     check: Callable[..., Any] | None = None  # cfg -> None, raises ValueError (one line) on bad input
 
 
@@ -46,6 +46,9 @@ ALGOS: dict[str, Algo] = {
     "stage2": Algo(stage2.Stage2Config, {}, stage2.make_train,
                    "Stage 2: 64→128 upsampler of a trained --stage1=DIR run, adversarial + perceptual loss (§5.4.3)",
                    "gen", stage2.check_stage1),
+    "world-graph": Algo(world_graph.WorldGraphConfig, {}, world_graph.make_train,
+                        "world-graph discovery on a maze: binary-latent VAE, waypoints, π_g, edges (Alg. 6, §3.3)",
+                        "graph"),
 }
 
 

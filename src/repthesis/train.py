@@ -20,7 +20,7 @@ import time
 from repthesis import registry
 
 DEFAULT_ALGO = "hpa3c"
-BUDGET_FIELDS = ("total_env_steps", "total_steps")  # the only fields --resume may change
+BUDGET_FIELDS = ("total_env_steps", "total_steps", "total_iterations")  # the only fields --resume may change
 
 
 class UsageError(ValueError):
@@ -133,10 +133,12 @@ def resolve(argv: list[str]):
             raise UsageError(f"--{budget.replace('_', '-')}={overrides[budget]} must be > 0")
     from repthesis import envs
 
-    gen = registry.get_algo(args.algo).kind == "gen"
+    kind = registry.get_algo(args.algo).kind
+    gen, graph = kind == "gen", kind == "graph"
     if args.out is None:
         default = registry.make_config(args.algo)
-        source = overrides.get("data", default.data) if gen else overrides.get("env", default.env)
+        field = "data" if gen else "maze" if graph else "env"
+        source = str(overrides.get(field, getattr(default, field)))
         args.out = os.path.join("runs", f"{args.algo}-{source.replace('/', '_').replace(':', '_')}-s{args.seed}")
     config_path = os.path.join(args.out, "config.json")
     if args.resume:
@@ -168,6 +170,10 @@ def resolve(argv: list[str]):
         if cfg.data == "mnist" and cfg.image_size != 28:
             raise UsageError(f"--image-size={cfg.image_size}: MNIST images are 28×28; valid: 28")
         split = ("batch_size", cfg.batch_size)
+    elif graph:
+        if args.devices != 1:
+            raise UsageError(f"--devices={args.devices}: world-graph discovery runs on one device; valid: --devices=1")
+        split = ("batch_size", cfg.batch_size)
     else:
         env = envs.make(cfg.env)  # unknown/unavailable env: one-line error now, not after compiling
         split = ("num_envs", cfg.num_envs)
@@ -178,7 +184,7 @@ def resolve(argv: list[str]):
         raise UsageError(f"--devices={args.devices}: this host has {n_dev} device(s); valid: 1..{n_dev}")
     if split[1] % args.devices:
         raise UsageError(f"{split[0]}={split[1]} must be divisible by --devices={args.devices}")
-    if not gen and env.external and args.devices > 1:
+    if kind == "rl" and env.external and args.devices > 1:
         raise UsageError(f"--devices={args.devices}: {cfg.env} runs its emulators outside JAX; valid: --devices=1")
     _check_writable(args.out)
     return args, cfg
@@ -198,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         from repthesis.train_gen import run_gen
 
         return run_gen(args, cfg)
+    if registry.get_algo(args.algo).kind == "graph":
+        from repthesis.train_graph import run_graph
+
+        return run_graph(args, cfg)
     return run(args, cfg)
 
 

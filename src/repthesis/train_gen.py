@@ -19,12 +19,11 @@ GRID = 64  # images per sample / reconstruction grid
 def run_gen(args, cfg) -> int:
     import jax
     import numpy as np
-    from tqdm import tqdm
 
     from repthesis import data
     from repthesis.evaluate import gen_trainer
-    from repthesis.utils.checkpoint import CheckpointStore
-    from repthesis.utils.logging import MetricsLog, plot_curve, save_grid
+    from repthesis.utils.checkpoint import CheckpointStore, report_non_finite, resume_run
+    from repthesis.utils.logging import MetricsLog, plot_curve, progress_bar, save_grid, timed_chunk
 
     out = args.out
     ds = data.load(cfg.data, args.data_dir, cfg.image_size, seed=args.seed)
@@ -44,16 +43,12 @@ def run_gen(args, cfg) -> int:
     bound, val_name = trainer.headline, trainer.val_name
     sign = 1.0 if trainer.val_higher_is_better else -1.0
     if args.resume:
-        step, restored = ckpts.restore_latest(state)
-        if restored is None:
-            print(f"repthesis.train: error: --resume: no readable checkpoint in {ckpts.directory}", file=sys.stderr)
+        resumed = resume_run(ckpts, state, trainer.restore, log, cfg.steps_per_chunk, cfg.num_chunks, "step")
+        if resumed is None:
             return 2
-        state = trainer.restore(restored)
-        start_chunk = int(state.step) // cfg.steps_per_chunk
-        log.truncate_after(int(state.step))
+        state, start_chunk = resumed
         vals = [sign * float(r[val_name]) for r in log.rows() if r.get(val_name) not in (None, "", "nan")]
         best_val = max(vals, default=-math.inf)
-        print(f"resumed from checkpoint at step {step} ({start_chunk}/{cfg.num_chunks} chunks done)")
 
     val = ds.valid[:VAL_IMAGES]
     val = data.binarise(val, 1_000_000 + args.seed) if ds.binary else val
@@ -64,20 +59,13 @@ def run_gen(args, cfg) -> int:
     encode = jax.jit(lambda p, x: trainer.network.apply(p, x, method=trainer.network.encode)[0])
     as_image = (lambda o: jax.nn.sigmoid(o)) if ds.binary else (lambda o: o)
 
-    bar = tqdm(total=cfg.num_chunks * cfg.steps_per_chunk, initial=start_chunk * cfg.steps_per_chunk, unit="step",
-               disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True)
+    bar = progress_bar(cfg.num_chunks * cfg.steps_per_chunk, start_chunk * cfg.steps_per_chunk, "step", args.no_progress)
     t_start, last_ckpt = time.time(), (ckpts.steps()[-1] if ckpts.steps() else None)
     for chunk in range(start_chunk, cfg.num_chunks):
-        t0 = time.time()
-        new_state, metrics = trainer.run_chunk(state)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        dt = time.time() - t0
+        new_state, metrics, dt = timed_chunk(trainer.run_chunk, state)
         if not math.isfinite(metrics[bound]):
             bar.close()
-            print(f"repthesis.train: error: non-finite {bound} at chunk {chunk + 1} ({metrics[bound]}); stopped. "
-                  f"Last good checkpoint: {last_ckpt if last_ckpt is not None else 'none'} in {ckpts.directory}",
-                  file=sys.stderr)
-            return 1
+            return report_non_finite(bound, metrics[bound], chunk, last_ckpt, ckpts)
         state = new_state
         step = int(state.step)
         row = {"step": step, **metrics, "steps_per_s": cfg.steps_per_chunk / dt, "wall_time": time.time() - t_start}

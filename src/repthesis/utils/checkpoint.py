@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 import flax.serialization
@@ -52,3 +53,24 @@ class CheckpointStore:
 
     def close(self):
         self._manager.close()
+
+
+def resume_run(store: CheckpointStore, state, restore, log, steps_per_chunk: int, num_chunks: int, unit: str):
+    """(restored state, first chunk to run) for ``--resume``, with the metrics log cut back to the
+    checkpoint; None (after a one-line error) when no checkpoint restores."""
+    step, restored = store.restore_latest(state)
+    if restored is None:
+        print(f"repthesis.train: error: --resume: no readable checkpoint in {store.directory}", file=sys.stderr)
+        return None
+    state = restore(restored)
+    start_chunk = int(state.step) // steps_per_chunk
+    log.truncate_after(int(state.step))
+    print(f"resumed from checkpoint at {unit} {step} ({start_chunk}/{num_chunks} chunks done)")
+    return state, start_chunk
+
+
+def report_non_finite(name: str, value: float, chunk: int, last_checkpoint, store: CheckpointStore) -> int:
+    """The one-line stop message of a run whose loss went NaN/Inf; the exit code (1)."""
+    print(f"repthesis.train: error: non-finite {name} at chunk {chunk + 1} ({value}); stopped. Last good checkpoint: "
+          f"{last_checkpoint if last_checkpoint is not None else 'none'} in {store.directory}", file=sys.stderr)
+    return 1

@@ -116,3 +116,24 @@ def save_grid(images, path: str, columns: int = 8) -> str:
     pil.save(tmp)
     os.replace(tmp, path)
     return path
+
+
+def progress_bar(total: int, initial: int, unit: str, quiet: bool):
+    """A tqdm bar over a run's steps, shown only on a terminal and unless ``quiet``."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit=unit, disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def timed_chunk(run_chunk, state):
+    """(new state, metrics as floats, seconds) of one training chunk."""
+    import time
+
+    import jax
+
+    t0 = time.time()
+    new_state, metrics = run_chunk(state)
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    return new_state, metrics, time.time() - t0
