@@ -30,6 +30,8 @@ ALGOS: dict[str, Algo] = {
     "noisynet-sa3c": Algo(a3c.A3CConfig, {"unit": "sa", "noisy": "v1"}, a3c.make_train,
                           "NoisyNet + SA3C (App. 2.G)"),
     "dropout-a3c": Algo(a3c.A3CConfig, {"unit": "dropout"}, a3c.make_train, "dropout stochastic units (App. 2.F)"),
+    "a2c": Algo(a3c.A3CConfig, {"env": "maze-small-multigoal", "rollout_len": 60}, a3c.make_train,
+                "A2C baseline of chapter 3 (synchronous A3C-LSTM, 60-step rollouts, App. 3.C.3) on a maze"),
     "vae": Algo(vae.VAEConfig, {"model": "vae"}, vae.make_train, "VAE, FC latent (§5.3.1)", "gen"),
     "cvae": Algo(vae.VAEConfig, {"model": "cvae"}, vae.make_train, "convolutional VAE (§5.3.1)", "gen"),
     "crvae": Algo(vae.VAEConfig, {"model": "crvae"}, vae.make_train,
