@@ -93,6 +93,20 @@ def measure(algo: str, overrides: dict, chunks: int) -> dict:
             "flops_per_s": flops / dt, "chunk_s": dt}
 
 
+def time_chunks(trainer, chunks: int) -> tuple[float, float]:
+    """(seconds of the first chunk, compilation included; mean seconds of the next ``chunks``) from seed 0."""
+    state = trainer.init(jax.random.PRNGKey(0))
+    t = time.perf_counter()
+    state, m = trainer.run_chunk(state)
+    jax.block_until_ready(m)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(chunks):
+        state, m = trainer.run_chunk(state)
+    jax.block_until_ready(m)
+    return first, (time.perf_counter() - t) / chunks
+
+
 def atari_rows(algos, num_envs: int, chunks: int) -> list[str]:
     from repthesis import envs
 
@@ -124,16 +138,7 @@ def atari_rows(algos, num_envs: int, chunks: int) -> list[str]:
                          torso="cnn_slim", core_size=512, fc_size=512, val_episodes=0, total_env_steps=1)
         cfg = registry.make_config(algo, overrides)
         trainer = registry.get_algo(algo).make_train(cfg)
-        state = trainer.init(jax.random.PRNGKey(0))
-        t = time.perf_counter()
-        state, m = trainer.run_chunk(state)
-        jax.block_until_ready(m)
-        first = time.perf_counter() - t
-        t = time.perf_counter()
-        for _ in range(chunks):
-            state, m = trainer.run_chunk(state)
-        jax.block_until_ready(m)
-        dt = (time.perf_counter() - t) / chunks
+        first, dt = time_chunks(trainer, chunks)
         sps = cfg.steps_per_chunk / dt
         print(f"{algo:14s} compile+first chunk − steady chunk {first - dt:5.1f}s  {sps:7.0f} agent-steps/s", flush=True)
         rows.append(f"| {algo} | {first - dt:.1f} | {sps:.0f} |")
@@ -151,16 +156,8 @@ def gen_main(args) -> int:
         for algo in ("vae", "cvae", "crvae"):
             cfg = registry.make_config(algo, {"width": width, "steps_per_chunk": 100, "batch_size": 64})
             trainer = registry.get_algo(algo).make_train(cfg, images, True)
-            state = trainer.init(jax.random.PRNGKey(0))
-            t = time.time()
-            state, m = trainer.run_chunk(state)
-            jax.block_until_ready(m)
-            compile_s = time.time() - t
-            t = time.time()
-            for _ in range(args.chunks):
-                state, m = trainer.run_chunk(state)
-            jax.block_until_ready(m)
-            sps = 100 * args.chunks / (time.time() - t)
+            compile_s, dt = time_chunks(trainer, args.chunks)
+            sps = 100 / dt
             per[(width, algo)] = epoch_steps / sps
             rows.append(f"| {algo} | {width} | {compile_s:.1f} | {sps:.1f} | {epoch_steps / sps:.3g} |")
             print(f"{algo:6s} width {width}: first chunk {compile_s:.1f}s, {sps:.1f} steps/s, "
