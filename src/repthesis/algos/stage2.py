@@ -166,7 +166,7 @@ def make_train(cfg: Stage2Config, train_images: np.ndarray, binary: bool = False
     g = Upsampler(channels, cfg.width, cfg.res_blocks, cfg.skip)
     disc = Discriminator(0, cfg.width)
     network = TwoStage(s1_net, g)
-    f_images, f_labels, f_classes = feature_targets(train_images, labels)
+    f_classes = int(np.max(labels)) + 1 if labels is not None else 4  # the rotations' 4 otherwise
     feature_net = Classifier(f_classes)
     optimizer = optax.adam(cfg.learning_rate, b1=cfg.beta1)
     constants = {"data": jnp.asarray(train_images), "stage1": s1_vars}
@@ -185,6 +185,7 @@ def make_train(cfg: Stage2Config, train_images: np.ndarray, binary: bool = False
     def prepare(state: Stage2State) -> Stage2State:
         if cfg.feature_steps == 0:
             return state  # f stays at its random initialisation
+        f_images, f_labels, _ = feature_targets(train_images, labels)  # built here, not for every trainer
         _, f_params = train_classifier(f_images, f_labels, f_classes, steps=cfg.feature_steps, batch=64,
                                        seed=int(jax.random.randint(state.rng, (), 0, 2**30)))
         return place(state.replace(features=f_params))
