@@ -114,10 +114,12 @@ def draw_batch(rng, data, n: int, axis, flip: bool):
 
 
 def adam_parts(optimizer, grads: dict, params: dict, opt_state: dict):
-    """One optimiser step for each part (generator, discriminator) of a GAN: (params, opt_state)."""
+    """One optimiser step for each part (a GAN's generator and discriminator; the world graph's VAE and
+    π_g): (params, opt_state). ``optimizer`` is shared, or a dict of one per part."""
     new_params, new_opt = {}, {}
     for part in grads:
-        updates, new_opt[part] = optimizer.update(grads[part], opt_state[part], params[part])
+        opt = optimizer[part] if isinstance(optimizer, dict) else optimizer
+        updates, new_opt[part] = opt.update(grads[part], opt_state[part], params[part])
         new_params[part] = optax.apply_updates(params[part], updates)
     return new_params, new_opt
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from repthesis.algos.vaegan import adam_parts
 from repthesis.envs import maze
 from repthesis.gen import hardkuma as hk
 from repthesis.nn.world_graph import BinaryLatentVAE, GoalPolicy
@@ -194,8 +195,7 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
     def losses(params, multipliers, batch, key):
         return vae_terms(params["vae"], multipliers, batch["states"], batch["actions"], key)
 
-    def policy_loss(params, cells, goals, actions, rewards, reached, key):
-        del key
+    def policy_loss(params, cells, goals, actions, rewards, reached):
         logits, values = policy.apply(params, observe(cells[:, :-1]), goals[:, None] - cells[:, :-1])
         _, last_value = policy.apply(params, observe(cells[:, -1]), goals - cells[:, -1])
         done = jnp.cumsum(reached, 1) > 0  # the episode ended at the first arrival
@@ -220,25 +220,21 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
 
     def iteration(state: GraphState, consts):
         del consts
-        rng, k_start, k_walk, k_pol, k_z, k_cur, k_vae = jax.random.split(state.rng, 7)
+        rng, k_start, k_walk, k_pol, k_vae = jax.random.split(state.rng, 5)
         starts = state.waypoints[jax.random.randint(k_start, (n,), 0, state.num_waypoints)]
         walk_cells, walk_actions = random_walk(k_walk, starts)
         goals = walk_cells[:, -1]
         pol_cells, pol_actions, _, reached, _ = policy_rollout(state.params["policy"], k_pol, starts, goals)
-        # curiosity: the VAE's probability of π_g's actions (no gradient into the VAE from here)
-        _, (_, _, p_actions) = vae_terms(state.params["vae"], state.multipliers, cell_id(pol_cells), pol_actions, k_cur)
-        rewards = reached.astype(jnp.float32) - cfg.curiosity_weight * jax.lax.stop_gradient(p_actions)
-        (_, pol_metrics), pol_grads = jax.value_and_grad(policy_loss, has_aux=True)(
-            state.params["policy"], pol_cells, goals, pol_actions, rewards, reached, k_pol)
         batch = {"states": cell_id(jnp.concatenate([walk_cells, pol_cells])),
                  "actions": jnp.concatenate([walk_actions, pol_actions])}
-        (_, (terms, metrics, _)), vae_grads = jax.value_and_grad(losses, has_aux=True)(
+        (_, (terms, metrics, p_actions)), vae_grads = jax.value_and_grad(losses, has_aux=True)(
             state.params, state.multipliers, batch, k_vae)
-        grads = {"vae": vae_grads["vae"], "policy": pol_grads}
-        new_params, new_opt = {}, {}
-        for part, opt in (("vae", vae_opt), ("policy", pol_opt)):
-            updates, new_opt[part] = opt.update(grads[part], state.opt_state[part], state.params[part])
-            new_params[part] = optax.apply_updates(state.params[part], updates)
+        # curiosity: the (pre-update) VAE's probability of π_g's actions, from the same pass (no gradient)
+        rewards = reached.astype(jnp.float32) - cfg.curiosity_weight * jax.lax.stop_gradient(p_actions[n:])
+        (_, pol_metrics), pol_grads = jax.value_and_grad(policy_loss, has_aux=True)(
+            state.params["policy"], pol_cells, goals, pol_actions, rewards, reached)
+        new_params, new_opt = adam_parts({"vae": vae_opt, "policy": pol_opt}, {"vae": vae_grads["vae"], "policy": pol_grads},
+                                         state.params, state.opt_state)
         multipliers = hk.lagrange_step(state.multipliers, terms, cfg.lagrange_lr)
         ready = state.step + 1 >= cfg.waypoint_warmup
         _, top = jax.lax.top_k(prior_mean_cells(new_params["vae"]), k_top)
