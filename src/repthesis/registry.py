@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple
 
-from repthesis.algos import a3c, stage2, vae, vaegan, world_graph
+from repthesis.algos import a3c, feudal, stage2, vae, vaegan, world_graph
 
 
 class Algo(NamedTuple):
@@ -51,6 +51,13 @@ ALGOS: dict[str, Algo] = {
     "world-graph": Algo(world_graph.WorldGraphConfig, {}, world_graph.make_train,
                         "world-graph discovery on a maze: binary-latent VAE, waypoints, π_g, edges (Alg. 6, §3.3)",
                         "graph"),
+    "feudal-wn": Algo(feudal.FeudalConfig, {}, feudal.make_train,
+                      "Feudal HRL with Wide-then-Narrow goals, world-graph traversal and π_g init; --graph=DIR of a "
+                      "world-graph run; switches --traversal, --pi-g-init, --waypoints=learned|random (§3.4)",
+                      check=feudal.check_graph),
+    "feudal": Algo(feudal.FeudalConfig, {"wide_narrow": False, "traversal": False}, feudal.make_train,
+                   "plain Feudal baseline of chapter 3 (one goal among all cells); π_g init from --graph=DIR "
+                   "(--pi-g-init=false: none) (§3.5.1)", check=feudal.check_graph),
 }
 
 

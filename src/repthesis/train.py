@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -160,13 +161,11 @@ def resolve(argv: list[str]):
         raise UsageError(f"--out={args.out!r} already holds a run; pass --resume to continue it "
                          f"or choose another --out")
     cfg = registry.make_config(args.algo, overrides)
+    check = registry.get_algo(args.algo).check
     if gen:
         from repthesis import data
 
         data.check(cfg.data, args.data_dir)  # unknown dataset / missing files: one line now
-        check = registry.get_algo(args.algo).check
-        if check is not None:
-            check(cfg)  # e.g. stage 2's --stage1 run: one line now
         if cfg.data == "mnist" and cfg.image_size != 28:
             raise UsageError(f"--image-size={cfg.image_size}: MNIST images are 28×28; valid: 28")
         split = ("batch_size", cfg.batch_size)
@@ -184,6 +183,8 @@ def resolve(argv: list[str]):
         raise UsageError(f"--devices={args.devices}: this host has {n_dev} device(s); valid: 1..{n_dev}")
     if split[1] % args.devices:
         raise UsageError(f"{split[0]}={split[1]} must be divisible by --devices={args.devices}")
+    if check is not None:
+        check(cfg)  # e.g. stage 2's --stage1 run, Feudal's --graph run: one line now
     if kind == "rl" and env.external and args.devices > 1:
         raise UsageError(f"--devices={args.devices}: {cfg.env} runs its emulators outside JAX; valid: --devices=1")
     _check_writable(args.out)
@@ -247,10 +248,12 @@ def run(args, cfg) -> int:
     validate = analyse = None
     random_return = None
     if cfg.val_episodes > 0:
-        runner = lambda mode: runner_for(trainer, mode, max_steps=cfg.val_max_steps or None)  # noqa: E731
+        own = getattr(trainer, "runner", None)  # e.g. Feudal HRL plays episodes its own way
+        runner = lambda mode: (own or functools.partial(runner_for, trainer))(  # noqa: E731
+            mode, max_steps=cfg.val_max_steps or None)
         validate = runner("map")
         # §2.6.2: variance of V over 5 sampled activations, tracked over training (Fig. 2.5).
-        if cfg.unit != "none" or cfg.noisy != "none":
+        if getattr(cfg, "unit", "none") != "none" or getattr(cfg, "noisy", "none") != "none":
             analyse = runner("vote-5")
         # The validation seed is never a training seed: training uses PRNGKey(seed) splits.
         val_seeds = np.arange(cfg.val_episodes, dtype=np.uint32) + np.uint32(1_000_000 + args.seed)
@@ -283,6 +286,8 @@ def run(args, cfg) -> int:
             if validate is not None:
                 val = validate(state.params, val_seeds)
                 row["val_return"] = float(np.mean(np.asarray(val["returns"])))
+                if "success" in val:  # episodes that reached the exit (Door-Key's success rate, Table 3.2)
+                    row["val_success"] = float(np.mean(np.asarray(val["success"])))
                 if analyse is not None:
                     a = analyse(state.params, val_seeds)
                     alive = np.asarray(a["alive"])

@@ -19,7 +19,7 @@ def unit_graph(walls):
     target = starts + maze.MOVES[moves]
     ok = ~walls[target[:, 0], target[:, 1]]
     paths = np.stack([starts[ok], target[ok]], 1)
-    edges = wg.edges_from_rollouts(cells, paths, moves[ok][:, None])
+    edges = wg.edges_from_rollouts(cells, paths)
     return wg.WorldGraph(walls.shape[0], wg.walls_hash(walls), cells, edges)
 
 
@@ -58,11 +58,10 @@ def test_dijkstra_matches_floyd_warshall_on_weighted_digraphs():
 
 def test_edges_stop_at_the_first_other_waypoint_and_keep_the_shortest():
     waypoints = np.array([[1, 1], [1, 3], [1, 5]])
-    right, left = 1, 3
+    right = 1
     corridor = lambda cols: np.array([[1, c] for c in cols])  # noqa: E731
-    cells = [corridor([1, 2, 3, 4, 5]), corridor([1, 2, 1, 2, 3]), corridor([3, 4, 5, 5, 5])]
-    actions = [[right] * 4, [right, left, right, right], [right, right, 0, 0]]
-    edges = wg.edges_from_rollouts(waypoints, np.array(cells), np.array(actions))
+    cells = [corridor([1, 2, 3, 4, 5]), corridor([1, 2, 1, 2, 3]), corridor([3, 4, 5, 5, 5])]  # moves right, left
+    edges = wg.edges_from_rollouts(waypoints, np.array(cells))
     assert set(edges) == {(0, 1), (1, 2)}  # 0 → 2 passes waypoint 1: no edge
     assert edges[(0, 1)] == [right, right]  # the 2-step walk replaces the 4-step one
     assert edges[(1, 2)] == [right, right]
@@ -87,8 +86,8 @@ def test_planned_traversal_moves_the_agent_along_the_route_in_the_maze():
     waypoints = wg.select_waypoints(rng.random(walls.shape), walls, 0.2)
     edges = {}
     for _ in range(30):
-        cells, actions = wg.random_walks(walls, waypoints, 25, rng)
-        edges = wg.edges_from_rollouts(waypoints, cells, actions, edges)
+        cells, _ = wg.random_walks(walls, waypoints, 25, rng)
+        edges = wg.edges_from_rollouts(waypoints, cells, edges)
     graph = wg.WorldGraph(walls.shape[0], wg.walls_hash(walls), waypoints, edges)
     weights = graph.weights()
     routes = [wg.shortest_path(weights, 0, j) for j in range(len(waypoints))]
@@ -115,3 +114,39 @@ def test_graph_file_round_trip_and_maze_identity(tmp_path):
     back = wg.WorldGraph.load(tmp_path / "g.json")
     assert back.edges == graph.edges and np.array_equal(back.waypoints, graph.waypoints)
     assert back.walls_hash == wg.walls_hash(walls) != wg.walls_hash(maze.make_layout("medium"))
+
+
+def test_loop_erasure_keeps_endpoints_and_replays_to_the_same_cell():
+    walls = maze.make_layout("medium")
+    rng = np.random.default_rng(3)
+    cells, actions = wg.random_walks(walls, np.tile([[1, 1]], (20, 1)), 60, rng)
+    for path in cells:
+        acts = wg.loop_erased_actions(path)
+        pos, seen = np.array([1, 1]), {(1, 1)}
+        for a in acts:
+            nxt = pos + maze.MOVES[a]
+            assert not walls[tuple(nxt)]  # every kept action moves
+            pos = nxt
+            assert tuple(pos) not in seen  # no cell twice
+            seen.add(tuple(pos))
+        assert tuple(pos) == tuple(path[-1]) and seen <= set(map(tuple, path.tolist()))
+        assert len(acts) >= maze.bfs_distances(walls, (1, 1))[tuple(path[-1])]
+
+
+def test_traversal_table_holds_every_planned_route():
+    walls = maze.generate_maze(15, 4)
+    graph = unit_graph(walls)
+    actions, lengths = wg.traversal_table(graph)
+    k = len(graph.waypoints)
+    assert actions.shape[:2] == (k, k) and np.all(np.diag(lengths) == 0)
+    rng = np.random.default_rng(0)
+    for i, j in rng.integers(0, k, (30, 2)):
+        if i == j:
+            continue
+        d = maze.bfs_distances(walls, tuple(graph.waypoints[i]))[tuple(graph.waypoints[j])]
+        assert lengths[i, j] == d  # unit edges: the planned route is a shortest path
+        pos = graph.waypoints[i].copy()
+        for a in actions[i, j, :lengths[i, j]]:
+            pos = pos + maze.MOVES[a]
+            assert not walls[tuple(pos)]
+        assert tuple(pos) == tuple(graph.waypoints[j])

@@ -281,14 +281,14 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
         waypoints = waypoints[order]  # the start first
         rng = np.random.default_rng(seed)
         starts = np.repeat(waypoints, cfg.edge_walks, 0)
-        cells, actions = wg.random_walks(walls, starts, t_len, rng)
-        edges = wg.edges_from_rollouts(waypoints, cells, actions)
+        cells, _ = wg.random_walks(walls, starts, t_len, rng)
+        edges = wg.edges_from_rollouts(waypoints, cells)
         k = len(waypoints)
         src, dst = np.repeat(np.arange(k), k), np.tile(np.arange(k), k)
         pairs = src != dst
-        p_cells, p_actions, _, _, _ = rollout_jit(state.params["policy"], jax.random.PRNGKey(seed),
+        p_cells, _, _, _, _ = rollout_jit(state.params["policy"], jax.random.PRNGKey(seed),
                                                   jnp.asarray(waypoints[src[pairs]]), jnp.asarray(waypoints[dst[pairs]]))
-        edges = wg.edges_from_rollouts(waypoints, np.asarray(p_cells), np.asarray(p_actions), edges)
+        edges = wg.edges_from_rollouts(waypoints, np.asarray(p_cells), edges)
         return wg.WorldGraph(side, wg.walls_hash(walls), waypoints, edges)
 
     return Trainer(cfg, env, vae, policy, lambda rng: place(jax.jit(init)(rng)), run_chunk, place, place,

@@ -140,8 +140,8 @@ def door_key_layouts(size: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @struct.dataclass
 class MazeState(environment.EnvState):
     pos: jax.Array  # [2] int32 (row, col)
-    balls: jax.Array  # [n_balls, 2] int32 cells; (-99, -99) once collected
-    lava: jax.Array  # [n_lava, 2] int32 cells of this step's lava; (-99, -99) where none
+    balls: jax.Array  # [max(n_balls, 1), 2] int32 cells; (-99, -99) once collected (or none)
+    lava: jax.Array  # [max(n_lava, 1), 2] int32 cells of this step's lava; (-99, -99) where none
     layout: jax.Array  # int32: door-key's wall layout (0 for the other tasks)
     door: jax.Array  # [2] int32; (-99, -99) without a door
     door_open: jax.Array  # bool
@@ -227,8 +227,8 @@ class Maze(environment.Environment):
 
     def _lava(self, bits, pos) -> jax.Array:
         """This step's lava cells from n_lava random words."""
-        if not self.n_lava:
-            return jnp.zeros((0, 2), jnp.int32)
+        if not self.n_lava:  # one row off the board: zero-size arrays cannot be checkpointed
+            return jnp.full((1, 2), GONE, jnp.int32)
         lava = self._cells((bits % jnp.uint32(len(self.object_cells))).astype(jnp.int32))
         return jnp.where(jnp.all(lava == pos, -1, keepdims=True), GONE, lava)  # never under the agent
 
@@ -239,7 +239,7 @@ class Maze(environment.Environment):
     def reset_state(self, key) -> MazeState:
         bits = jax.random.bits(key, (self.n_balls + 2 + self.n_lava,), jnp.uint32)  # one draw for the whole reset
         start = jnp.asarray(self.start)
-        balls = self._distinct_cells(bits[:self.n_balls]) if self.n_balls else jnp.zeros((0, 2), jnp.int32)
+        balls = self._distinct_cells(bits[:self.n_balls]) if self.n_balls else jnp.full((1, 2), GONE, jnp.int32)
         gone = jnp.array([GONE, GONE], jnp.int32)
         layout, door, key_cell = jnp.int32(0), gone, gone
         if self.task == "door-key":

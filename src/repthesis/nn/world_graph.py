@@ -13,7 +13,7 @@ Layer sizes are ours (the thesis defers them to its code release).
 
 ``GoalPolicy``: π_g(a | s, g) and its value, on the agent-centric observation and the goal's
 offset from the agent; its ``encoder`` (the state feature extractor) is what §3.4.1 / App. 3.B
-copies into the Manager and Worker.
+copies into the Manager and Worker. The Feudal Worker is the same module given two goals.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class GoalPolicy(nn.Module):
         self.value_head = nn.Dense(1)
 
     def __call__(self, obs: jax.Array, offset: jax.Array):
-        """(logits, value) for observations [..., k, k, C] and goal − position offsets [..., 2]."""
+        """(logits, value) for observations [..., k, k, C] and goal − position offsets [..., 2]
+        (or several goals' offsets side by side, [..., 2m]: the Feudal Worker's narrow and wide
+        goals, §3.4.2)."""
         h = self.encoder(obs)
         g = offset.astype(jnp.float32) / self.side
         h = nn.relu(self.goal_layer(jnp.concatenate([h, g, jnp.sign(g)], -1)))

@@ -97,12 +97,32 @@ def random_walks(walls: np.ndarray, starts: np.ndarray, length: int, rng: np.ran
     return cells, actions
 
 
-def edges_from_rollouts(waypoints: np.ndarray, cells: np.ndarray, actions: np.ndarray, edges: dict | None = None) -> dict:
+def loop_erased_actions(cells: np.ndarray) -> list[int]:
+    """The moves of a cell path with its loops and bumps (moves into walls) erased: the same start
+    and end, every cell of the result on the original path, no cell twice. In a deterministic
+    maze these actions retrace the path without its detours."""
+    kept: list[tuple[int, int]] = []
+    seen: dict[tuple[int, int], int] = {}
+    for c in map(tuple, np.asarray(cells).tolist()):
+        if c in seen:  # back on a cell already kept: cut the loop (a bump revisits its own cell)
+            del kept[seen[c] + 1:]
+            seen = {k: i for i, k in enumerate(kept)}
+            continue
+        seen[c] = len(kept)
+        kept.append(c)
+    moves = {tuple(m): a for a, m in enumerate(MOVES.tolist())}
+    return [moves[(b[0] - a[0], b[1] - a[1])] for a, b in zip(kept[:-1], kept[1:])]
+
+
+def edges_from_rollouts(waypoints: np.ndarray, cells: np.ndarray, edges: dict | None = None) -> dict:
     """Add to ``edges`` (i, j) → actions for each rollout that starts on waypoint i and first meets
-    another waypoint j (no third waypoint in between), keeping the shortest action list per edge."""
+    another waypoint j (no third waypoint in between), keeping the shortest action list per edge.
+    A rollout's actions are kept loop-erased (``loop_erased_actions`` of its cells): random walks
+    bump into walls and circle, and an edge's weight is the length of the path it can replay (the
+    cells [N, T+1, 2] determine the moves: a move into a wall changes no cell)."""
     edges = {} if edges is None else edges
     index = {tuple(c): i for i, c in enumerate(np.asarray(waypoints).tolist())}
-    for path, acts in zip(cells, actions):
+    for path in cells:
         i = index.get(tuple(path[0]))
         if i is None:
             continue
@@ -110,14 +130,16 @@ def edges_from_rollouts(waypoints: np.ndarray, cells: np.ndarray, actions: np.nd
             j = index.get(tuple(path[t]))
             if j is None or j == i:
                 continue  # not a waypoint, or back at the start: keep walking
-            if (i, j) not in edges or t < len(edges[(i, j)]):
-                edges[(i, j)] = [int(a) for a in acts[:t]]
+            acts = loop_erased_actions(path[:t + 1])
+            if (i, j) not in edges or len(acts) < len(edges[(i, j)]):
+                edges[(i, j)] = acts
             break  # the first other waypoint ends this rollout's edge
     return edges
 
 
-def shortest_path(weights: np.ndarray, source: int, target: int) -> list[int]:
-    """Waypoint indices of the cheapest route source → target (Dijkstra); [] if unreachable."""
+def dijkstra(weights: np.ndarray, source: int, target: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(distances [K], predecessors [K], −1 where none) of the cheapest routes from ``source``
+    (stopping once ``target`` is settled, if given)."""
     k = len(weights)
     dist = np.full(k, np.inf)
     prev = np.full(k, -1)
@@ -134,12 +156,41 @@ def shortest_path(weights: np.ndarray, source: int, target: int) -> list[int]:
             if nd < dist[v]:
                 dist[v], prev[v] = nd, u
                 heapq.heappush(heap, (nd, v))
-    if not np.isfinite(dist[target]):
-        return []
+    return dist, prev
+
+
+def _route(prev: np.ndarray, source: int, target: int) -> list[int]:
     route = [target]
     while route[-1] != source:
         route.append(int(prev[route[-1]]))
     return route[::-1]
+
+
+def shortest_path(weights: np.ndarray, source: int, target: int) -> list[int]:
+    """Waypoint indices of the cheapest route source → target (Dijkstra); [] if unreachable."""
+    dist, prev = dijkstra(weights, source, target)
+    return _route(prev, source, target) if np.isfinite(dist[target]) else []
+
+
+def traversal_table(graph: WorldGraph) -> tuple[np.ndarray, np.ndarray]:
+    """(actions [K, K, L] int32, lengths [K, K] int32): for every ordered pair of waypoints, the
+    actions of the planned route (Dijkstra over the edge weights, §3.4.3) padded to the longest
+    route L; length 0 where there is no route (and on the diagonal). One Dijkstra per source."""
+    k = len(graph.waypoints)
+    weights = graph.weights()
+    routes = {}
+    for i in range(k):
+        dist, prev = dijkstra(weights, i)
+        for j in np.flatnonzero(np.isfinite(dist)):
+            if j != i:
+                routes[(i, int(j))] = traversal_actions(graph, _route(prev, i, int(j)))
+    longest = max((len(a) for a in routes.values()), default=0)
+    actions = np.zeros((k, k, max(longest, 1)), np.int32)
+    lengths = np.zeros((k, k), np.int32)
+    for (i, j), acts in routes.items():
+        actions[i, j, :len(acts)] = acts
+        lengths[i, j] = len(acts)
+    return actions, lengths
 
 
 def traversal_actions(graph: WorldGraph, route: list[int]) -> list[int]:
