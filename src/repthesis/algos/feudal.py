@@ -151,6 +151,9 @@ def check_graph(cfg: FeudalConfig) -> None:
         graph = wg.WorldGraph.load(os.path.join(cfg.graph, "graph.json"))
         if graph.walls_hash != wg.walls_hash(maze.make_layout(cfg.size)):
             raise ValueError(f"--graph={cfg.graph!r}: its graph.json belongs to another maze layout than {cfg.env}")
+    if cfg.pi_g_init and cfg.hidden != GoalPolicy.hidden:
+        raise ValueError(f"hidden={cfg.hidden}: pi_g_init copies π_g's encoder, {GoalPolicy.hidden} units wide; "
+                         f"valid: hidden={GoalPolicy.hidden} or pi_g_init=false")
     ckpt = os.path.join(cfg.graph, "checkpoints")
     if (cfg.pi_g_init or cfg.waypoints == "random") and not (
             os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))):
@@ -295,6 +298,9 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
                     waypoints=jnp.asarray(cells, jnp.int32), num_waypoints=jnp.int32(len(cells))), seed=env_seed)
         if not cfg.pi_g_init:
             encoder = None
+        elif encoder["dense_0"]["kernel"].shape[1] != cfg.hidden:
+            raise ValueError(f"hidden={cfg.hidden}: pi_g_init copies π_g's encoder, {encoder['dense_0']['kernel'].shape[1]} "
+                             f"units wide; valid: hidden={encoder['dense_0']['kernel'].shape[1]} or pi_g_init=false")
     consts = build_consts(cfg, graph, walls)
     k_goals = int(consts.waypoints.shape[0])
     manager = Manager(side, k_goals, cfg.narrow, cfg.hidden)

@@ -1,0 +1,152 @@
+"""Feudal HRL of chapter 3 (§3.4): traversal replays the planned route step by step, the Manager's
+losses count only its decision steps and the Worker's only its own (not traversal) steps,
+gradients reach both levels, π_g initialises both encoders, V_rand keeps the graph's size, the
+CLI trains and validates both algorithms, and a bad --graph is refused in one line."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from repthesis import registry, train
+from repthesis.algos import world_graph
+from repthesis.envs import maze
+from repthesis.rl import world_graph as wg
+from repthesis.utils.checkpoint import CheckpointStore
+
+TINY = dict(num_envs=4, rollout_len=12, updates_per_chunk=2, hidden=32, val_episodes=2, total_env_steps=96)
+
+
+@pytest.fixture(scope="module")
+def graph_dir(tmp_path_factory):
+    """A world-graph run directory of the small maze without training: waypoints every few cells of
+    the start's BFS tree, edges from the shortest paths between them, π_g's initial checkpoint."""
+    out = tmp_path_factory.mktemp("graph")
+    walls = maze.make_layout("small")
+    cells = np.argwhere(~walls)
+    pick = cells[((cells[:, 0] + cells[:, 1]) % 6 == 2) & ~np.all(cells == 1, -1)]
+    waypoints = np.concatenate([[[1, 1]], pick])
+    rng = np.random.default_rng(0)
+    edges = {}
+    for _ in range(100):
+        walk, _ = wg.random_walks(walls, waypoints, 60, rng)
+        edges = wg.edges_from_rollouts(waypoints, walk, edges)
+    wg.WorldGraph(walls.shape[0], wg.walls_hash(walls), waypoints, edges).save(out / "graph.json")
+    cfg = world_graph.WorldGraphConfig(maze="small", batch_size=4)
+    json.dump({"algo": "world-graph", "seed": 0, "config": dataclasses.asdict(cfg)}, open(out / "config.json", "w"))
+    trainer = world_graph.make_train(cfg)
+    store = CheckpointStore(str(out / "checkpoints"))
+    store.save(1, trainer.init(jax.random.PRNGKey(3)))
+    store.close()
+    return out
+
+
+def make(algo, graph_dir, **kw):
+    cfg = registry.make_config(algo, {**TINY, "graph": str(graph_dir), **kw})
+    return registry.get_algo(algo).make_train(cfg)
+
+
+def test_traversal_replays_the_planned_route_without_worker_cost(graph_dir):
+    trainer = make("feudal-wn", graph_dir, pi_g_init=False, rollout_len=60)
+    state = trainer.init(jax.random.PRNGKey(0))
+    c = trainer.consts
+    lengths = np.asarray(c.route_len)[0]
+    goal = int(np.argmax(lengths))  # the farthest waypoint from the start (waypoint 0)
+    assert 6 <= lengths[goal] < 59
+    far = np.asarray(c.waypoints)[goal]
+    b = trainer.cfg.num_envs
+    state = state.replace(need_goal=jnp.zeros(b, bool), goal=jnp.full(b, goal, jnp.int32),
+                          narrow=jnp.tile(jnp.asarray(far), (b, 1)), wide_met=jnp.zeros(b, bool))
+    _, traj, _, _ = trainer.rollout(state, jax.random.split(jax.random.PRNGKey(1), b), c)
+    n = int(lengths[goal])
+    route = wg.shortest_path(trainer.graph.weights(), 0, goal)
+    planned = np.asarray(wg.traversal_actions(trainer.graph, route))
+    np.testing.assert_array_equal(np.asarray(traj.action)[:n, 0], planned)
+    pos = np.asarray(traj.pos)[:, 0]
+    expected = np.cumsum(np.concatenate([[[1, 1]], maze.MOVES[planned]]), 0)
+    np.testing.assert_array_equal(pos[:n + 1], expected)  # every step on the planned path
+    assert tuple(pos[n]) == tuple(far)
+    acted = np.asarray(traj.worker_acted)[:, 0]
+    assert not acted[:n].any()  # the traversal's steps are not the Worker's
+    w_reward = np.asarray(traj.worker_reward)[:n, 0]
+    # no step cost while traversing; the arrival on g_w (= g_n here) pays the wide and narrow rewards
+    np.testing.assert_allclose(w_reward, np.r_[np.zeros(n - 1), 2.0])
+    assert bool(np.asarray(traj.worker_end)[n - 1, 0]) and bool(np.asarray(traj.decided)[n, 0])
+
+
+def test_each_level_learns_only_from_its_own_steps_and_gets_gradients(graph_dir):
+    trainer = make("feudal-wn", graph_dir, pi_g_init=False, rollout_len=40)
+    state = trainer.init(jax.random.PRNGKey(0))
+    c = trainer.consts
+    keys = jax.random.split(jax.random.PRNGKey(2), trainer.cfg.num_envs)
+    after, traj, _, _ = trainer.rollout(state, keys, c)
+    last = (after.obs, after.env_state.pos, after.reset)
+    loss, metrics = trainer.losses(state.params, state.carry, traj, last, c)
+    decided, acted = np.asarray(traj.decided), np.asarray(traj.worker_acted)
+    assert decided.any() and (~decided).any() and (~acted).any() and acted.any()
+    # goals at steps where the Manager did not decide are never scored
+    other = traj._replace(goal=jnp.where(traj.decided, traj.goal, (traj.goal + 1) % c.waypoints.shape[0]))
+    np.testing.assert_allclose(float(trainer.losses(state.params, state.carry, other, last, c)[0]), float(loss),
+                               rtol=1e-6)
+    changed = traj._replace(goal=jnp.where(traj.decided, (traj.goal + 1) % c.waypoints.shape[0], traj.goal))
+    assert abs(float(trainer.losses(state.params, state.carry, changed, last, c)[0]) - float(loss)) > 1e-6
+    # actions of traversal steps are the route's, not the Worker's: they do not enter its loss
+    replayed = traj._replace(action=jnp.where(traj.worker_acted, traj.action, (traj.action + 1) % 4))
+    np.testing.assert_allclose(float(trainer.losses(state.params, state.carry, replayed, last, c)[0]), float(loss),
+                               rtol=1e-6)
+    grads = jax.grad(lambda p: trainer.losses(p, state.carry, traj, last, c)[0])(state.params)
+    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    dead = [jax.tree_util.keystr(k) for k, g in flat if not np.any(np.asarray(g) != 0)]
+    assert not dead, f"no gradient reaches {dead}"
+    assert np.isfinite(float(metrics["manager_entropy"])) and float(metrics["manager_entropy"]) > 0
+
+
+def test_pi_g_initialises_both_encoders_and_random_waypoints_keep_the_graph_size(graph_dir):
+    graph_trainer, graph_state = __import__("repthesis.algos.feudal", fromlist=["x"]).load_graph_run(str(graph_dir))
+    encoder = graph_state.params["policy"]["params"]["encoder"]
+    trainer = make("feudal-wn", graph_dir, waypoints="random", traversal=False, hidden=128)
+    state = trainer.init(jax.random.PRNGKey(0))
+    for part in ("manager", "worker"):
+        for a, b in zip(jax.tree.leaves(state.params[part]["params"]["encoder"]), jax.tree.leaves(encoder)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    learned = wg.WorldGraph.load(graph_dir / "graph.json").waypoints
+    rand = trainer.graph.waypoints
+    assert len(rand) == len(learned) and tuple(rand[0]) == (1, 1) and len(trainer.graph.edges) > 0
+    assert not maze.make_layout("small")[rand[:, 0], rand[:, 1]].any()
+    assert {tuple(x) for x in rand} != {tuple(x) for x in learned}
+    scratch = make("feudal-wn", graph_dir, pi_g_init=False, traversal=False, hidden=128).init(jax.random.PRNGKey(0))
+    assert not np.allclose(np.asarray(scratch.params["worker"]["params"]["encoder"]["dense_0"]["kernel"]),
+                           np.asarray(encoder["dense_0"]["kernel"]))
+
+
+def run_cli(argv, capsys):
+    code = train.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_feudal_cli_runs_both_algorithms_and_refuses_a_bad_graph(graph_dir, tmp_path, capsys):
+    common = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()] + ["--no-progress", "--checkpoint-every=1"]
+    code, out, err = run_cli(["--algo=feudal-wn", f"--graph={graph_dir}", *common, "--hidden=128",
+                              f"--out={tmp_path / 'wn'}"], capsys)
+    assert code == 0, err
+    assert "val" in out and (tmp_path / "wn" / "curve.png").exists()
+    row = open(tmp_path / "wn" / "metrics.csv").read().splitlines()
+    assert "traversal_fraction" in row[0] and "val_success" in row[0]
+    code, out, err = run_cli(["--algo=feudal", "--pi-g-init=false", *common, f"--out={tmp_path / 'fn'}"], capsys)
+    assert code == 0, err
+    other = tmp_path / "medium"
+    other.mkdir()
+    json.dump({"algo": "world-graph", "config": {"maze": "medium"}}, open(other / "config.json", "w"))
+    for argv, needle in (([], "--graph=DIR is required"), ([f"--graph={tmp_path / 'none'}"], "no run there"),
+                         ([f"--graph={other}"], "valid: a world-graph run with --maze=small"),
+                         ([f"--graph={tmp_path / 'wn'}"], "holds --algo=feudal-wn"),
+                         ([f"--graph={graph_dir}", "--wide-narrow=false"], "traversal=true needs wide_narrow"),
+                         ([f"--graph={graph_dir}", "--hidden=32"], "valid: hidden=128 or pi_g_init=false"),
+                         ([f"--graph={graph_dir}", "--env=Breakout-MinAtar"], "runs on the chapter-3 mazes")):
+        code, out, err = run_cli(["--algo=feudal-wn", *argv, f"--out={tmp_path / 'x'}"], capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x" / "config.json").exists()
