@@ -226,7 +226,7 @@ def maze_main(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--algos", default=",".join(registry.names("rl")))
+    p.add_argument("--algos", default=",".join(registry.names("rl", family="a3c")))
     p.add_argument("--chunks", type=int, default=3, help="timed chunks of 64,000 env steps each")
     p.add_argument("--out", default=None)
     p.add_argument("--atari", action="store_true", help="Atari (envpool) training throughput instead")
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
         registry.get_algo(a)
     device = jax.devices()[0]
     if args.atari:
-        algos = algos if args.algos != ",".join(registry.names("rl")) else ["a3c", "hpa3c"]
+        algos = algos if args.algos != ",".join(registry.names("rl", family="a3c")) else ["a3c", "hpa3c"]
         out = args.out or os.path.join(os.path.dirname(__file__), "results", f"throughput_atari_{device.platform}.md")
         rows = atari_rows(algos, args.atari_envs, args.chunks)
         lines = [

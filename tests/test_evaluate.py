@@ -67,5 +67,5 @@ def test_evaluate_bad_input(tiny_run, tmp_path, capsys):
     assert "not a training run" in capsys.readouterr().err
     assert evaluate.main([f"--run={tiny_run}", "--nll"]) == 2
     assert "--nll / --quality evaluate generative runs" in capsys.readouterr().err
-    assert evaluate.main([f"--run={tmp_path}", "--modes=map,vote-0"]) == 2
+    assert evaluate.main([f"--run={tiny_run}", "--modes=map,vote-0"]) == 2
     assert "valid: map, vote-K" in capsys.readouterr().err

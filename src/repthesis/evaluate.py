@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m repthesis.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", required=True, help="training run directory (repeat for 3 runs)")
-    p.add_argument("--modes", default="map,vote-1,vote-5,vote-50")
+    p.add_argument("--modes", default=None, help="default map,vote-1,vote-5,vote-50 (Feudal runs: map,sample,random)")
     p.add_argument("--test-seeds", type=int, default=10)
     p.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     p.add_argument("--out", default=None, help="where to write evaluation.md and plots (default: first --run)")
@@ -142,16 +142,29 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from repthesis.rl.evaluation import parse_mode, runner_for
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    try:
-        for m in modes:
-            parse_mode(m)
-    except ValueError as e:
-        return _fail(str(e))
     for run in args.run:
         if not os.path.exists(os.path.join(run, "config.json")):
             return _fail(f"--run={run!r} is not a training run (no config.json)")
     from repthesis import registry
+
+    # algorithms that play episodes their own way (Feudal HRL) name their modes on the config class
+    own_modes = {getattr(registry.get_algo(run_algo(r)).config_cls, "eval_modes", None) for r in args.run}
+    if len(own_modes) > 1:
+        return _fail("runs of Feudal HRL and of other RL algorithms cannot be evaluated together")
+    own_modes = own_modes.pop()
+    if args.modes is None:
+        args.modes = ",".join(own_modes) if own_modes else "map,vote-1,vote-5,vote-50"
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    try:
+        for m in modes:
+            if own_modes is None:
+                parse_mode(m)
+            elif m not in own_modes:
+                raise ValueError(f"unknown evaluation mode {m!r} for {run_algo(args.run[0])}; valid: {', '.join(own_modes)}")
+    except ValueError as e:
+        return _fail(str(e))
+    if own_modes and (args.analysis or args.gif):
+        return _fail("--analysis / --gif are for the chapter-2 actor-critics; Feudal runs take --modes only")
 
     kinds = {registry.get_algo(run_algo(r)).kind for r in args.run}
     if args.nll or args.quality or "gen" in kinds:
@@ -178,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(e))
         loaded.append((algo, cfg, trainer, params))
         for mode in modes:
-            runner = runner_for(trainer, mode)
+            runner = trainer.runner(mode) if own_modes else runner_for(trainer, mode)
             returns = np.asarray(runner(params, seeds)["returns"])
             results[mode].append((float(returns.mean()), float(returns.std())))
             print(f"{run}: {mode:8s} {returns.mean():.2f} ± {returns.std():.2f} over {len(seeds)} test seeds")

@@ -61,9 +61,11 @@ ALGOS: dict[str, Algo] = {
 }
 
 
-def names(kind: str) -> list[str]:
-    """Algorithm names of one kind: 'rl' or 'gen'."""
-    return [name for name, algo in ALGOS.items() if algo.kind == kind]
+def names(kind: str, family: str | None = None) -> list[str]:
+    """Algorithm names of one kind ('rl', 'gen', 'graph'), optionally only those sharing the config
+    class of the algorithm ``family`` (e.g. 'a3c': the chapter-2 family and a2c)."""
+    return [name for name, algo in ALGOS.items() if algo.kind == kind
+            and (family is None or algo.config_cls is ALGOS[family].config_cls)]
 
 
 class ConfigError(ValueError):

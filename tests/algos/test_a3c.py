@@ -13,7 +13,7 @@ import pytest
 from repthesis import registry
 from tests.algos.tiny import TINY
 
-ALGOS = registry.names("rl")
+ALGOS = registry.names("rl", family="a3c")
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -31,7 +31,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax
 import jax
@@ -78,6 +78,7 @@ class FeudalConfig:
     checkpoint_every: int = 4  # chunks
     val_episodes: int = 16  # validation episodes at each checkpoint (greedy Manager and Worker)
     val_max_steps: int = 0  # 0: the maze's own episode limit
+    eval_modes: ClassVar[tuple] = EVAL_MODES  # ``repthesis.evaluate --modes`` for these runs
 
     def __post_init__(self):
         if not self.env.startswith("maze-") or self.env not in maze.env_names():

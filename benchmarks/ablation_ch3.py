@@ -1,0 +1,247 @@
+"""Thesis Tables 3.2 and 3.3 (and Fig. 3.4's validation curves) on the chapter-3 mazes.
+
+    python benchmarks/ablation_ch3.py --budget=smoke|cpu|paper [--sizes=small] [--tasks=...] [--seeds=3]
+        [--columns=a2c,fn,wn-init,wn-trav,wn-init-trav,wn-rand] [--steps=N]
+
+1. Phase 1, once per maze size (shared by every task, as in §3.5.1): ``--algo=world-graph`` for the
+   budget's iterations, into ``<out>/graphs/<size>`` (reused when it is already there).
+2. Phase 2, per task × column × seed: the column's algorithm for the budget's env steps. Every
+   ``eval_every`` chunks the policy plays 10 validation episodes (seeds never used in training);
+   the parameters with the best validation score are then tested on 100 test episodes (§3.5.1's
+   protocol). The score is the episode reward for the MultiGoal tasks and the success rate
+   (exit reached) for Door-Key. Policies act by sampling their actions in validation and test.
+3. ``results.md``: Table 3.2 (columns A2C, FN + π_g init, WN + π_g init, WN + traversal,
+   WN + π_g init + traversal) and Table 3.3 (learned V_p vs random V_rand, both with π_g init and
+   traversal), mean ± std over seeds of each seed's test score; ``curves_<size>.png``: validation
+   score over training (mean and std over seeds, Fig. 3.4); ``results.json``. Rewritten after
+   every run, so a partial run already reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import numpy as np
+
+from repthesis import registry, train
+from repthesis.envs import maze
+from repthesis.rl.evaluation import runner_for
+
+BUDGETS = {  # phase-1 iterations, phase-2 env steps per run, envs, updates per chunk, chunks between validations
+    "smoke": dict(graph_iterations=20, steps=7_680, num_envs=16, updates_per_chunk=4, eval_every=1),
+    "cpu": dict(graph_iterations=1200, steps=1_536_000, num_envs=64, updates_per_chunk=20, eval_every=2),
+    "paper": dict(graph_iterations=3600, steps=100_000 * 60 * 64, num_envs=64, updates_per_chunk=100, eval_every=20),
+}
+# column key -> (header, algo, overrides)
+COLUMNS = {
+    "a2c": ("A2C", "a2c", {}),
+    "fn": ("FN + π_g init", "feudal", {}),
+    "wn-init": ("+ π_g-init", "feudal-wn", {"traversal": False}),
+    "wn-trav": ("+ G_w-traversal", "feudal-wn", {"pi_g_init": False}),
+    "wn-init-trav": ("+ π_g-init + G_w-traversal", "feudal-wn", {}),
+    "wn-rand": ("V_rand, + π_g-init + G_w-traversal", "feudal-wn", {"waypoints": "random"}),
+}
+TABLE_32 = ("a2c", "fn", "wn-init", "wn-trav", "wn-init-trav")
+THESIS_32 = {  # Table 3.2, small maze (mean ± std as printed; None: the agent failed)
+    "multigoal": ("2.04±0.05", "2.93±0.74", "5.25±0.13", "3.92±0.22", "5.05±0.03"),
+    "multigoal-sparse": (None, None, "0.39±0.09", "0.24±0.04", "0.42±0.07"),
+    "multigoal-stochastic": ("1.38±1.20", "1.93±0.16", "3.06±0.31", None, "2.92±0.45"),
+    "door-key": (None, None, "0.99±0.00", "0.37±0.15", "0.92±0.02"),
+}
+VAL_SEEDS = np.arange(10, dtype=np.uint32) + np.uint32(3_000_000)
+TEST_SEEDS = np.arange(100, dtype=np.uint32) + np.uint32(4_000_000)
+
+
+def build_graph(size: str, iterations: int, out: str) -> str:
+    path = os.path.join(out, "graphs", size)
+    if os.path.exists(os.path.join(path, "graph.json")):
+        print(f"world graph for the {size} maze: reusing {path}")
+        return path
+    if os.path.exists(path):  # an unfinished phase 1: start it again
+        import shutil
+
+        shutil.rmtree(path)
+    code = train.main(["--algo=world-graph", f"--maze={size}", f"--total-iterations={iterations}",
+                       f"--iterations-per-chunk={min(100, iterations)}", f"--out={path}", "--no-progress"])
+    if code != 0:
+        raise SystemExit(f"phase 1 on the {size} maze failed (exit {code})")
+    return path
+
+
+def make_scorer(trainer, algo: str, task: str):
+    """params, seeds -> per-episode scores: reward, or success for Door-Key (sampled actions)."""
+    if algo == "a2c":
+        run = runner_for(trainer, "vote-1", sample_actions=True)
+        limit = trainer.env.max_episode_steps
+
+        def score(params, seeds):
+            out = run(params, seeds)
+            # Door-Key has no lava: an episode ends before its limit only at the exit
+            success = np.asarray(out["finished"]) & (np.asarray(out["lengths"]) < limit)
+            return success.astype(float) if task == "door-key" else np.asarray(out["returns"])
+        return score
+    run = trainer.runner("sample")
+
+    def score(params, seeds):
+        out = run(params, seeds)
+        return np.asarray(out["success"] if task == "door-key" else out["returns"])
+    return score
+
+
+def train_one(algo, overrides, budget, seed, trainer=None):
+    cfg = registry.make_config(algo, {**overrides, "total_env_steps": budget["steps"], "num_envs": budget["num_envs"],
+                                      "updates_per_chunk": budget["updates_per_chunk"], "val_episodes": 0})
+    if trainer is None:
+        kw = {"env_seed": seed}
+        trainer = registry.get_algo(algo).make_train(cfg, **kw)
+    task = cfg.env.split("-", 2)[2]
+    score = make_scorer(trainer, algo, task)
+    state = trainer.init(jax.random.PRNGKey(seed))
+    best, best_params, curve = -np.inf, state.params, []
+    t0 = time.time()
+    for chunk in range(cfg.num_chunks):
+        state, metrics = trainer.run_chunk(state)
+        if (chunk + 1) % budget["eval_every"] == 0 or chunk == cfg.num_chunks - 1:
+            val = float(np.mean(score(state.params, VAL_SEEDS)))
+            curve.append(((chunk + 1) * cfg.steps_per_chunk, val))
+            if val > best:
+                best, best_params = val, jax.device_get(state.params)
+    train_s = time.time() - t0
+    test = float(np.mean(score(best_params, TEST_SEEDS)))
+    return trainer, {"test": test, "best_val": best, "curve": curve, "train_s": train_s,
+                     "sps": cfg.num_chunks * cfg.steps_per_chunk / train_s}
+
+
+def fmt(v):
+    return f"{np.mean(v):.2f}±{np.std(v):.2f}" if len(v) else "–"
+
+
+def write_report(args, out, budget, results, wall) -> str:
+    dev = jax.devices()[0]
+    lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget)", "",
+             f"Command: `python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}`  ",
+             f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
+             f"wall time {wall:.0f}s  ",
+             f"Budget: phase 1 {budget['graph_iterations']} iterations (seed 0, one graph per maze size); phase 2 "
+             f"{budget['steps']:,} env steps per run ({budget['num_envs']} envs × 60-step rollouts), seeds "
+             f"0..{args.seeds - 1}; the best of the validations (10 episodes, every {budget['eval_every']} chunks) "
+             f"tested on 100 episodes.  ",
+             "Score: episode reward (MultiGoal tasks) or success rate (Door-Key), mean ± std over seeds of each "
+             "seed's test mean; actions sampled from the policies. Thesis numbers in brackets (small maze only).", ""]
+    for size in args.sizes:
+        lines += [f"## Table 3.2, {size} maze", "",
+                  "| task | " + " | ".join(COLUMNS[c][0] for c in TABLE_32) + " |", "|---" * (len(TABLE_32) + 1) + "|"]
+        for task in args.tasks:
+            cells = []
+            for i, c in enumerate(TABLE_32):
+                runs = results.get(f"{size} {task} {c}", [])
+                thesis = THESIS_32[task][i] if size == "small" else None
+                cells.append(fmt([r["test"] for r in runs]) + (f" [{thesis or 'failed'}]" if size == "small" else ""))
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        lines += ["", f"## Table 3.3, {size} maze (both with π_g init and traversal)", "",
+                  "| waypoints | " + " | ".join(args.tasks) + " |", "|---" * (len(args.tasks) + 1) + "|"]
+        for label, c in (("learned V_p", "wn-init-trav"), ("random V_rand", "wn-rand")):
+            lines.append(f"| {label} | " + " | ".join(fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
+                                                      for t in args.tasks) + " |")
+        lines.append("")
+    lines += ["Ordering the thesis claims (per task, mean test score): π_g init + traversal ≥ either alone ≥ "
+              "baselines (A2C, FN).", ""]
+    for size in args.sizes:
+        for task in args.tasks:
+            m = {c: np.mean([r["test"] for r in results[f"{size} {task} {c}"]])
+                 for c in TABLE_32 if results.get(f"{size} {task} {c}")}
+            if len(m) == len(TABLE_32):
+                both, alone, base = m["wn-init-trav"], (m["wn-init"], m["wn-trav"]), (m["a2c"], m["fn"])
+                ok1, ok2 = both >= max(alone), min(alone) >= max(base)
+                lines.append(f"- {size} {task}: both ≥ either alone: {'holds' if ok1 else 'does NOT hold'}; "
+                             f"either alone ≥ baselines: {'holds' if ok2 else 'does NOT hold'}")
+    lines += ["", "Curves: " + ", ".join(f"`curves_{s}.png`" for s in args.sizes)]
+    path = os.path.join(out, "results.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"budget": budget, "seeds": args.seeds, "results": results}, f, indent=1)
+    return path
+
+
+def plot(out, args, results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for size in args.sizes:
+        fig, axes = plt.subplots(1, len(args.tasks), figsize=(4.2 * len(args.tasks), 3.4), squeeze=False)
+        for ax, task in zip(axes[0], args.tasks):
+            for c in args.columns:
+                runs = results.get(f"{size} {task} {c}", [])
+                if not runs:
+                    continue
+                n = min(len(r["curve"]) for r in runs)
+                x = np.array([p[0] for p in runs[0]["curve"][:n]])
+                y = np.array([[p[1] for p in r["curve"][:n]] for r in runs])
+                ax.plot(x, y.mean(0), label=COLUMNS[c][0])
+                ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
+            ax.set_title(f"{size} {task}", fontsize=9)
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("success rate" if task == "door-key" else "validation reward")
+        axes[0][0].legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"curves_{size}.png"), dpi=100)
+        plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="smoke", choices=tuple(BUDGETS))
+    p.add_argument("--sizes", default="small", help=f"comma-separated maze sizes ({', '.join(maze.SIZES)})")
+    p.add_argument("--tasks", default=",".join(maze.TASKS))
+    p.add_argument("--columns", default=",".join(COLUMNS), help=f"valid: {', '.join(COLUMNS)}")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="override the budget's env steps per phase-2 run")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    for name, valid in (("sizes", maze.SIZES), ("tasks", maze.TASKS), ("columns", COLUMNS)):
+        value = getattr(args, name).split(",")
+        bad = [v for v in value if v not in valid]
+        if bad:
+            p.error(f"--{name}: unknown {','.join(bad)}; valid: {','.join(valid)}")
+        setattr(args, name, value)
+    if args.seeds < 1:
+        p.error(f"--seeds={args.seeds} must be >= 1")
+    budget = dict(BUDGETS[args.budget])
+    if args.steps is not None:
+        budget["steps"] = args.steps
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch3_{args.budget}")
+    os.makedirs(out, exist_ok=True)
+    t0, results = time.time(), {}
+    for size in args.sizes:
+        graph = build_graph(size, budget["graph_iterations"], out)
+        for task in args.tasks:
+            for c in args.columns:
+                header, algo, over = COLUMNS[c]
+                over = {**over, "env": f"maze-{size}-{task}"}
+                if algo != "a2c":
+                    over["graph"] = graph
+                trainer = None
+                for seed in range(args.seeds):
+                    trainer, r = train_one(algo, over, budget, seed, None if c == "wn-rand" else trainer)
+                    results.setdefault(f"{size} {task} {c}", []).append(r)
+                    print(f"{size} {task:22s} {header:36s} seed {seed}: test {r['test']:.3f} (best val "
+                          f"{r['best_val']:.3f}, {r['train_s']:.0f}s, {r['sps']:.0f} steps/s)", flush=True)
+                    write_report(args, out, budget, results, time.time() - t0)
+                    plot(out, args, results)
+    path = write_report(args, out, budget, results, time.time() - t0)
+    print(open(path).read())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
