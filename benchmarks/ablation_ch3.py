@@ -33,10 +33,13 @@ from repthesis import registry, train
 from repthesis.envs import maze
 from repthesis.rl.evaluation import runner_for
 
-BUDGETS = {  # phase-1 iterations, phase-2 env steps per run, envs, updates per chunk, chunks between validations
-    "smoke": dict(graph_iterations=20, steps=7_680, num_envs=16, updates_per_chunk=4, eval_every=1),
-    "cpu": dict(graph_iterations=1200, steps=1_536_000, num_envs=64, updates_per_chunk=20, eval_every=2),
-    "paper": dict(graph_iterations=3600, steps=100_000 * 60 * 64, num_envs=64, updates_per_chunk=100, eval_every=20),
+BUDGETS = {  # phase-1 iterations (+ options), phase-2 env steps per run, envs, updates per chunk, chunks between validations
+    "smoke": dict(graph_iterations=20, graph_options=["--batch-size=32", "--waypoint-warmup=5", "--edge-walks=8"],
+                  steps=7_680, num_envs=16, updates_per_chunk=4, eval_every=1),
+    "cpu": dict(graph_iterations=1200, graph_options=[], steps=1_536_000, num_envs=64, updates_per_chunk=20,
+                eval_every=2),
+    "paper": dict(graph_iterations=3600, graph_options=[], steps=100_000 * 60 * 64, num_envs=64,
+                  updates_per_chunk=100, eval_every=20),
 }
 # column key -> (header, algo, overrides)
 COLUMNS = {
@@ -58,7 +61,7 @@ VAL_SEEDS = np.arange(10, dtype=np.uint32) + np.uint32(3_000_000)
 TEST_SEEDS = np.arange(100, dtype=np.uint32) + np.uint32(4_000_000)
 
 
-def build_graph(size: str, iterations: int, out: str) -> str:
+def build_graph(size: str, iterations: int, options: list, out: str) -> str:
     path = os.path.join(out, "graphs", size)
     if os.path.exists(os.path.join(path, "graph.json")):
         print(f"world graph for the {size} maze: reusing {path}")
@@ -68,7 +71,7 @@ def build_graph(size: str, iterations: int, out: str) -> str:
 
         shutil.rmtree(path)
     code = train.main(["--algo=world-graph", f"--maze={size}", f"--total-iterations={iterations}",
-                       f"--iterations-per-chunk={min(100, iterations)}", f"--out={path}", "--no-progress"])
+                       f"--iterations-per-chunk={min(100, iterations)}", f"--out={path}", "--no-progress", *options])
     if code != 0:
         raise SystemExit(f"phase 1 on the {size} maze failed (exit {code})")
     return path
@@ -222,7 +225,7 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     t0, results = time.time(), {}
     for size in args.sizes:
-        graph = build_graph(size, budget["graph_iterations"], out)
+        graph = build_graph(size, budget["graph_iterations"], budget["graph_options"], out)
         for task in args.tasks:
             for c in args.columns:
                 header, algo, over = COLUMNS[c]

@@ -1,10 +1,15 @@
 """Feudal HRL of chapter 3 (§3.4): traversal replays the planned route step by step, the Manager's
 losses count only its decision steps and the Worker's only its own (not traversal) steps,
 gradients reach both levels, π_g initialises both encoders, V_rand keeps the graph's size, the
-CLI trains and validates both algorithms, and a bad --graph is refused in one line."""
+CLI trains and validates both algorithms, a bad --graph is refused in one line, and 4 devices
+compute the update of 1."""
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -150,3 +155,26 @@ def test_feudal_cli_runs_both_algorithms_and_refuses_a_bad_graph(graph_dir, tmp_
         code, out, err = run_cli(["--algo=feudal-wn", *argv, f"--out={tmp_path / 'x'}"], capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x" / "config.json").exists()
+
+
+def test_four_devices_equal_one_device(graph_dir):
+    """Same global batch on 4 forced CPU devices (B/4 envs each, pmean'd gradients) == 1 device."""
+    code = textwrap.dedent(f"""
+        import jax, numpy as np
+        from repthesis import registry
+        cfg = registry.make_config("feudal-wn", {dict(TINY)!r} | {{"graph": {str(graph_dir)!r}, "pi_g_init": False}})
+        outs = []
+        for n in (1, 4):
+            tr = registry.get_algo("feudal-wn").make_train(cfg, num_devices=n)
+            s, m = tr.run_chunk(tr.init(jax.random.PRNGKey(0)))
+            outs.append((jax.device_get(s.params), float(m["loss"]), float(m["traversal_fraction"])))
+        (p1, l1, t1), (p4, l4, t4) = outs
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p4)
+        np.testing.assert_allclose(l1, l4, rtol=1e-4)
+        assert t1 == t4
+        print("EQUAL", len(jax.devices()))
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "EQUAL 4" in res.stdout

@@ -462,6 +462,12 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
     # n-step returns (τ = 1: Alg. 7's R ← r_t + γR), one time-major trajectory per env
     n_step = jax.vmap(lambda *a: nstep_returns_and_gae(*a, 1.0)[0], in_axes=1, out_axes=1)
 
+    def global_count(mask):
+        """Steps counted over all devices, per device: each device's sum divided by it makes the
+        ``pmean`` of the gradients the gradient of the global mean (decision and Worker steps are
+        not split evenly over devices, unlike A3C's T×B)."""
+        return jnp.maximum(parallel.psum(mask.sum(), axis), 1.0) / mesh.size
+
     def losses(params, carry0, traj: Trajectory, last, consts: Consts):
         """(loss, metrics) of one rollout: the Manager's A2C terms at its decision steps (Alg. 7), the
         Worker's at its own (not traversal) steps; the two parameter sets get disjoint gradients."""
@@ -472,7 +478,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
                            jnp.concatenate([sg(values[1:]), sg(last_value)[None]], 0))
         m_returns = n_step(traj.reward, sg(values), next_v, cfg.gamma * (1.0 - traj.terminated), ends)
         d = traj.decided.astype(jnp.float32)
-        n_dec = jnp.maximum(d.sum(), 1.0)
+        n_dec = global_count(d)
         m_adv = sg(m_returns - values)
         m_policy = -jnp.sum(d * logp * m_adv) / n_dec
         m_value = 0.5 * jnp.sum(d * (m_returns - values) ** 2) / n_dec
@@ -482,7 +488,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         _, w_next = worker.apply(params["worker"], traj.next_obs, traj.next_offsets)  # = V(s_{t+1}, g_{t+1}) mid-goal
         w_returns = n_step(traj.worker_reward, sg(w_values), sg(w_next), traj.worker_discount, traj.worker_end)
         a = traj.worker_acted.astype(jnp.float32)
-        n_act = jnp.maximum(a.sum(), 1.0)
+        n_act = global_count(a)
         log_pi = jax.nn.log_softmax(logits)
         taken = jnp.take_along_axis(log_pi, traj.action[..., None], -1)[..., 0]
         w_policy = -jnp.sum(a * taken * sg(w_returns - w_values)) / n_act

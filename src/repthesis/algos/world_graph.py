@@ -286,6 +286,8 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
         k = len(waypoints)
         src, dst = np.repeat(np.arange(k), k), np.tile(np.arange(k), k)
         pairs = src != dst
+        if not pairs.any():  # V_p = {start} (the warm-up has not ended): no pairs for π_g
+            return wg.WorldGraph(side, wg.walls_hash(walls), waypoints, edges)
         p_cells, _, _, _, _ = rollout_jit(state.params["policy"], jax.random.PRNGKey(seed),
                                                   jnp.asarray(waypoints[src[pairs]]), jnp.asarray(waypoints[dst[pairs]]))
         edges = wg.edges_from_rollouts(waypoints, np.asarray(p_cells), edges)
