@@ -141,6 +141,12 @@ def test_feudal_cli_runs_both_algorithms_and_refuses_a_bad_graph(graph_dir, tmp_
     assert "val" in out and (tmp_path / "wn" / "curve.png").exists()
     row = open(tmp_path / "wn" / "metrics.csv").read().splitlines()
     assert "traversal_fraction" in row[0] and "val_success" in row[0]
+    from repthesis import evaluate  # the thesis protocol's table for a Feudal run: its own modes
+
+    assert evaluate.main([f"--run={tmp_path / 'wn'}", "--modes=sample", "--test-seeds=2"]) == 0
+    assert "| sample |" in open(tmp_path / "wn" / "evaluation.md").read()
+    assert evaluate.main([f"--run={tmp_path / 'wn'}", "--modes=vote-5"]) == 2
+    assert "valid: map, sample, random" in capsys.readouterr().err
     code, out, err = run_cli(["--algo=feudal", "--pi-g-init=false", *common, f"--out={tmp_path / 'fn'}"], capsys)
     assert code == 0, err
     other = tmp_path / "medium"
