@@ -36,7 +36,8 @@ from repthesis.rl.evaluation import runner_for
 BUDGETS = {  # phase-1 iterations (+ options), phase-2 env steps per run, envs, updates per chunk, chunks between validations
     "smoke": dict(graph_iterations=20, graph_options=["--batch-size=32", "--waypoint-warmup=5", "--edge-walks=8"],
                   steps=7_680, num_envs=16, updates_per_chunk=4, eval_every=1),
-    "cpu": dict(graph_iterations=1200, graph_options=[], steps=1_536_000, num_envs=64, updates_per_chunk=20,
+    # cpu: a third of App. 3.C.1's 3600 phase-1 iterations at 3× its VAE learning rate (1e-4)
+    "cpu": dict(graph_iterations=1200, graph_options=["--learning-rate=3e-4"], steps=1_536_000, num_envs=64, updates_per_chunk=20,
                 eval_every=2),
     "paper": dict(graph_iterations=3600, graph_options=[], steps=100_000 * 60 * 64, num_envs=64,
                   updates_per_chunk=100, eval_every=20),
@@ -75,6 +76,21 @@ def build_graph(size: str, iterations: int, options: list, out: str) -> str:
     if code != 0:
         raise SystemExit(f"phase 1 on the {size} maze failed (exit {code})")
     return path
+
+
+def graph_summary(size: str, path: str, out: str) -> dict:
+    """Phase 1's last logged VAE figures and the graph's size; its picture copied to the results."""
+    import csv
+    import shutil
+
+    with open(os.path.join(path, "metrics.csv")) as f:
+        last = list(csv.DictReader(f))[-1]
+    with open(os.path.join(path, "graph.json")) as f:
+        graph = json.load(f)
+    shutil.copyfile(os.path.join(path, "graph.png"), os.path.join(out, f"graph_{size}.png"))
+    return {"iterations": int(last["iteration"]), "recon": float(last["recon"]),
+            "action_accuracy": float(last["action_accuracy"]), "selected": float(last["selected"]),
+            "waypoints": len(graph["waypoints"]), "edges": len(graph["edges"])}
 
 
 def make_scorer(trainer, algo: str, task: str):
@@ -125,14 +141,15 @@ def fmt(v):
     return f"{np.mean(v):.2f}±{np.std(v):.2f}" if len(v) else "–"
 
 
-def write_report(args, out, budget, results, wall, command=None) -> str:
+def write_report(args, out, budget, results, wall, command=None, graphs=None) -> str:
     dev = jax.devices()[0]
     command = command or f"python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}"
     lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget)", "",
              f"Command: `{command}`  ",
              f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
              f"wall time {wall:.0f}s  ",
-             f"Budget: phase 1 {budget['graph_iterations']} iterations (seed 0, one graph per maze size); phase 2 "
+             f"Budget: phase 1 {budget['graph_iterations']} iterations {' '.join(budget['graph_options'])} (seed 0, one "
+             f"graph per maze size); phase 2 "
              f"{budget['steps']:,} env steps per run ({budget['num_envs']} envs × 60-step rollouts), seeds "
              f"0..{args.seeds - 1}; the best of the validations (10 episodes, every {budget['eval_every']} chunks) "
              f"tested on 100 episodes.  ",
@@ -175,13 +192,21 @@ def write_report(args, out, budget, results, wall, command=None) -> str:
                 base = max(("a2c", "fn"), key=mean.get)
                 lines.append(f"- {size} {task}: both ≥ either alone: {compare(runs['wn-init-trav'], runs[better_alone])}; "
                              f"either alone ≥ baselines: {compare(runs[alone], runs[base])}")
+    if graphs:
+        lines += ["", "Phase 1 (world graph per maze size, last logged chunk of `--algo=world-graph`; uniform "
+                  "action reconstruction is 1.39 nats; μ0 = 5 of 24 states targeted):", "",
+                  "| maze | iterations | recon (nats/action) | action accuracy | states selected | waypoints | edges |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {size} | {g['iterations']} | {g['recon']:.3f} | {g['action_accuracy']:.3f} | {g['selected']:.1f} | "
+                  f"{g['waypoints']} | {g['edges']} |" for size, g in graphs.items()]
+        lines += ["", "Graphs: " + ", ".join(f"`graph_{s}.png`" for s in graphs)]
     lines += ["", "Curves: " + ", ".join(f"`curves_{s}.png`" for s in args.sizes)]
     path = os.path.join(out, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"budget": budget, "seeds": args.seeds, "wall_s": wall, "command": command, "results": results}, f,
-                  indent=1)
+        json.dump({"budget": budget, "seeds": args.seeds, "wall_s": wall, "command": command, "graphs": graphs,
+                   "results": results}, f, indent=1)
     return path
 
 
@@ -241,13 +266,17 @@ def main(argv=None) -> int:
         with open(os.path.join(out, "results.json")) as f:
             saved = json.load(f)
         plot(out, args, saved["results"])
+        graphs = saved.get("graphs") or {size: graph_summary(size, os.path.join(out, "graphs", size), out)
+                                         for size in args.sizes
+                                         if os.path.exists(os.path.join(out, "graphs", size, "graph.json"))}
         path = write_report(args, out, saved["budget"], saved["results"], saved.get("wall_s", 0.0),
-                            saved.get("command"))
+                            saved.get("command"), graphs)
         print(open(path).read())
         return 0
-    t0, results = time.time(), {}
+    t0, results, graphs = time.time(), {}, {}
     for size in args.sizes:
         graph = build_graph(size, budget["graph_iterations"], budget["graph_options"], out)
+        graphs[size] = graph_summary(size, graph, out)
         for task in args.tasks:
             for c in args.columns:
                 header, algo, over = COLUMNS[c]
@@ -260,9 +289,9 @@ def main(argv=None) -> int:
                     results.setdefault(f"{size} {task} {c}", []).append(r)
                     print(f"{size} {task:22s} {header:36s} seed {seed}: test {r['test']:.3f} (best val "
                           f"{r['best_val']:.3f}, {r['train_s']:.0f}s, {r['sps']:.0f} steps/s)", flush=True)
-                    write_report(args, out, budget, results, time.time() - t0)
+                    write_report(args, out, budget, results, time.time() - t0, graphs=graphs)
                     plot(out, args, results)
-    path = write_report(args, out, budget, results, time.time() - t0)
+    path = write_report(args, out, budget, results, time.time() - t0, graphs=graphs)
     print(open(path).read())
     print(f"wrote {path}")
     return 0

@@ -110,7 +110,7 @@ def test_each_level_learns_only_from_its_own_steps_and_gets_gradients(graph_dir)
 
 
 def test_pi_g_initialises_both_encoders_and_random_waypoints_keep_the_graph_size(graph_dir):
-    graph_trainer, graph_state = __import__("repthesis.algos.feudal", fromlist=["x"]).load_graph_run(str(graph_dir))
+    graph_trainer, graph_state = world_graph.load_run(str(graph_dir))
     encoder = graph_state.params["policy"]["params"]["encoder"]
     trainer = make("feudal-wn", graph_dir, waypoints="random", traversal=False, hidden=128)
     state = trainer.init(jax.random.PRNGKey(0))
@@ -152,9 +152,9 @@ def test_feudal_cli_runs_both_algorithms_and_refuses_a_bad_graph(graph_dir, tmp_
     other = tmp_path / "medium"
     other.mkdir()
     json.dump({"algo": "world-graph", "config": {"maze": "medium"}}, open(other / "config.json", "w"))
-    for argv, needle in (([], "--graph=DIR is required"), ([f"--graph={tmp_path / 'none'}"], "no run there"),
+    for argv, needle in (([], "--graph=DIR is required"), ([f"--graph={tmp_path / 'none'}"], "holds no run"),
                          ([f"--graph={other}"], "valid: a world-graph run with --maze=small"),
-                         ([f"--graph={tmp_path / 'wn'}"], "holds --algo=feudal-wn"),
+                         ([f"--graph={tmp_path / 'wn'}"], "is a --algo=feudal-wn run"),
                          ([f"--graph={graph_dir}", "--wide-narrow=false"], "traversal=true needs wide_narrow"),
                          ([f"--graph={graph_dir}", "--hidden=32"], "valid: hidden=128 or pi_g_init=false"),
                          ([f"--graph={graph_dir}", "--env=Breakout-MinAtar"], "runs on the chapter-3 mazes")):

@@ -38,9 +38,12 @@ def test_vae_terms_are_the_hardkuma_closed_forms_and_gradients_reach_every_param
                                float(jnp.mean(hk.transition_loss(p0, 10.0))) / (t - 1) ** 2, rtol=1e-5)
     np.testing.assert_allclose(float(terms["kl"]), float(jnp.mean(hk.kl_kuma_beta(a, jnp.ones_like(a), alpha, beta))),
                                rtol=1e-5)
-    lam = state.multipliers
-    np.testing.assert_allclose(float(loss), float(metrics["recon"]) + sum(float(lam[k] * terms[k]) for k in terms),
-                               rtol=1e-5)
+    # Eq. 3.12 per trajectory, summed over the 4 trajectories: recon over T actions, KL over the
+    # T − 1 free latents, L0 / LT squared counts (the λ step's terms are these per step)
+    lam, n = state.multipliers, 4
+    expected = n * (t * float(metrics["recon"]) + float(lam["kl"] * terms["kl"]) * (t - 1)
+                    + (t - 1) ** 2 * float(lam["l0"] * terms["l0"] + lam["transitions"] * terms["transitions"]))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     assert p_actions.shape == (4, t) and np.all((np.asarray(p_actions) > 0) & (np.asarray(p_actions) < 1))
     grads = jax.grad(lambda p: trainer.losses(p, state.multipliers, batch, jax.random.PRNGKey(1))[0])(state.params)
     flat = jax.tree_util.tree_flatten_with_path(grads["vae"])[0]

@@ -11,7 +11,6 @@ checkpoint in between. Updates average gradients with ``pmean`` over the device 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import chex
@@ -29,12 +28,13 @@ from repthesis.nn.stochastic import NOISY_STREAM, STOCHASTIC_STREAM
 from repthesis.nn.torso import TORSOS
 from repthesis.rl import parallel
 from repthesis.rl.returns import nstep_returns_and_gae
+from repthesis.utils.config import RolloutBudget, check_fields
 
 NOISE_RESAMPLE = ("step", "iteration")
 
 
 @dataclasses.dataclass(frozen=True)
-class A3CConfig:
+class A3CConfig(RolloutBudget):
     """Hyper-parameters; defaults are thesis App. 2.E except the network size (MinAtar-sized)."""
 
     env: str = "Breakout-MinAtar"  # repthesis.envs name
@@ -69,24 +69,15 @@ class A3CConfig:
     update_loop: str = "auto"  # updates of a chunk: scan (one program) | python | auto (python on CPU with a CNN)
 
     def __post_init__(self):
-        choices = {
-            "unit": UNITS, "placement": PLACEMENTS, "noisy": NOISY, "torso": TORSOS,
-            "activation_noise": NOISE_RESAMPLE, "weight_noise": NOISE_RESAMPLE, "update_loop": parallel.UPDATE_LOOPS,
-        }
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
-        positive = ("total_env_steps", "num_envs", "rollout_len", "torso_size", "core_size", "fc_size",
-                    "updates_per_chunk", "checkpoint_every", "learning_rate", "adam_eps", "max_grad_norm")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
-        for name in ("gamma", "gae_tau"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must lie in [0, 1]")
-        for name in ("value_loss_coef", "entropy_coef", "kl_coef", "val_episodes", "val_max_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
+        check_fields(
+            self,
+            choices={"unit": UNITS, "placement": PLACEMENTS, "noisy": NOISY, "torso": TORSOS,
+                     "activation_noise": NOISE_RESAMPLE, "weight_noise": NOISE_RESAMPLE,
+                     "update_loop": parallel.UPDATE_LOOPS},
+            positive=("total_env_steps", "num_envs", "rollout_len", "torso_size", "core_size", "fc_size",
+                      "updates_per_chunk", "checkpoint_every", "learning_rate", "adam_eps", "max_grad_norm"),
+            unit_interval=("gamma", "gae_tau"),
+            non_negative=("value_loss_coef", "entropy_coef", "kl_coef", "val_episodes", "val_max_steps"))
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate={self.dropout_rate!r} must lie in [0, 1)")
 
@@ -94,18 +85,6 @@ class A3CConfig:
     def python_update_loop(self) -> bool:
         """XLA:CPU runs convolution gradients several times slower inside loops (jax-ml/jax#12868)."""
         return parallel.python_update_loop(self.update_loop, has_conv=self.torso != "mlp")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.rollout_len
-
-    @property
-    def num_chunks(self) -> int:
-        return max(1, math.ceil(self.total_env_steps / (self.steps_per_update * self.updates_per_chunk)))
-
-    @property
-    def steps_per_chunk(self) -> int:
-        return self.steps_per_update * self.updates_per_chunk
 
 
 @flax.struct.dataclass

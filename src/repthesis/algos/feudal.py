@@ -28,18 +28,16 @@ program per chunk: rollout ``lax.scan`` + update, gradients averaged with ``pmea
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 from typing import Any, ClassVar, NamedTuple
 
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from repthesis.algos import world_graph
 from repthesis.algos.vaegan import adam_parts
 from repthesis.envs import maze
 from repthesis.nn.core import ResetLSTM
@@ -47,13 +45,14 @@ from repthesis.nn.feudal import Manager
 from repthesis.nn.world_graph import GoalPolicy
 from repthesis.rl import parallel, world_graph as wg
 from repthesis.rl.returns import nstep_returns_and_gae
+from repthesis.utils.config import RolloutBudget, check_fields, read_run
 
 WAYPOINT_KINDS = ("learned", "random")
 EVAL_MODES = ("map", "sample", "random")
 
 
 @dataclasses.dataclass(frozen=True)
-class FeudalConfig:
+class FeudalConfig(RolloutBudget):
     env: str = "maze-small-multigoal"  # a chapter-3 maze task (repthesis.envs name)
     graph: str = ""  # run directory of --algo=world-graph (graph.json, π_g checkpoint) for the same maze
     wide_narrow: bool = True  # Wide-then-Narrow goals (§3.4.2); False: one goal among all cells
@@ -84,18 +83,13 @@ class FeudalConfig:
         if not self.env.startswith("maze-") or self.env not in maze.env_names():
             raise ValueError(f"env={self.env!r}: Feudal HRL runs on the chapter-3 mazes; valid: "
                              f"maze-<{'|'.join(maze.SIZES)}>-<{'|'.join(maze.TASKS)}>")
-        if self.waypoints not in WAYPOINT_KINDS:
-            raise ValueError(f"waypoints={self.waypoints!r} is not valid; valid: {', '.join(WAYPOINT_KINDS)}")
-        for name in ("horizon", "total_env_steps", "num_envs", "rollout_len", "learning_rate", "adam_eps",
-                     "max_grad_norm", "hidden", "updates_per_chunk", "checkpoint_every"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
-        for name in ("value_loss_coef", "entropy_coef", "worker_goal_reward", "worker_step_penalty",
-                     "val_episodes", "val_max_steps", "narrow_window"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma={self.gamma} must lie in [0, 1]")
+        check_fields(
+            self, choices={"waypoints": WAYPOINT_KINDS},
+            positive=("horizon", "total_env_steps", "num_envs", "rollout_len", "learning_rate", "adam_eps",
+                      "max_grad_norm", "hidden", "updates_per_chunk", "checkpoint_every"),
+            non_negative=("value_loss_coef", "entropy_coef", "worker_goal_reward", "worker_step_penalty",
+                          "val_episodes", "val_max_steps", "narrow_window"),
+            unit_interval=("gamma",))
         if self.narrow_window and self.narrow_window % 2 == 0:
             raise ValueError(f"narrow_window={self.narrow_window} must be odd (a window centred on the waypoint)")
         if self.traversal and not self.wide_narrow:
@@ -116,18 +110,6 @@ class FeudalConfig:
     def needs_graph(self) -> bool:
         return self.wide_narrow or self.pi_g_init
 
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.rollout_len
-
-    @property
-    def num_chunks(self) -> int:
-        return max(1, math.ceil(self.total_env_steps / (self.steps_per_update * self.updates_per_chunk)))
-
-    @property
-    def steps_per_chunk(self) -> int:
-        return self.steps_per_update * self.updates_per_chunk
-
 
 def check_graph(cfg: FeudalConfig) -> None:
     """One-line errors, before anything is built, for a missing or mismatched ``--graph`` run."""
@@ -136,13 +118,7 @@ def check_graph(cfg: FeudalConfig) -> None:
     if not cfg.graph:
         why = "Wide-then-Narrow goals are its waypoints" if cfg.wide_narrow else "pi_g_init copies its π_g"
         raise ValueError(f"--graph=DIR is required ({why}): a run of --algo=world-graph --maze={cfg.size}")
-    path = os.path.join(cfg.graph, "config.json")
-    if not os.path.exists(path):
-        raise ValueError(f"--graph={cfg.graph!r}: no run there (no config.json)")
-    with open(path) as f:
-        saved = json.load(f)
-    if saved.get("algo") != "world-graph":
-        raise ValueError(f"--graph={cfg.graph!r} holds --algo={saved.get('algo')}; valid: a world-graph run")
+    saved = read_run(cfg.graph, "--graph", ["world-graph"])
     if saved["config"]["maze"] != cfg.size:
         raise ValueError(f"--graph={cfg.graph!r} is a graph of the {saved['config']['maze']} maze, "
                          f"not {cfg.size} ({cfg.env}); valid: a world-graph run with --maze={cfg.size}")
@@ -159,22 +135,6 @@ def check_graph(cfg: FeudalConfig) -> None:
     if (cfg.pi_g_init or cfg.waypoints == "random") and not (
             os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))):
         raise ValueError(f"--graph={cfg.graph!r} has no π_g checkpoint in {ckpt}")
-
-
-def load_graph_run(graph_dir: str):
-    """(world-graph trainer, its newest state) of a ``--algo=world-graph`` run directory."""
-    from repthesis.algos import world_graph
-    from repthesis.utils.checkpoint import CheckpointStore
-
-    with open(os.path.join(graph_dir, "config.json")) as f:
-        saved = json.load(f)
-    trainer = world_graph.make_train(world_graph.WorldGraphConfig(**saved["config"]))
-    store = CheckpointStore(os.path.join(graph_dir, "checkpoints"))
-    _, state = store.restore_latest(trainer.init(jax.random.PRNGKey(0)))
-    store.close()
-    if state is None:
-        raise ValueError(f"--graph={graph_dir!r}: no readable π_g checkpoint")
-    return trainer, state
 
 
 @flax.struct.dataclass
@@ -202,22 +162,21 @@ _BATCHED = ("env_state", "obs", "reset", "carry", "goal", "narrow", "wide_met", 
             "trav_step", "trav_len", "env_rng", "episode_return")
 
 
-class Consts(NamedTuple):
-    """Graph arrays, passed to the programs as arguments (never closed over: STYLE / parallel.py)."""
-    waypoints: jax.Array  # [K, 2] cells (plain Feudal: every cell, row-major)
-    waypoint_at: jax.Array  # [S, S] waypoint index of a cell, −1 elsewhere
-    route_actions: jax.Array  # [K, K, L] planned traversal actions
-    route_len: jax.Array  # [K, K]
-    goal_ok: jax.Array  # [K] goals the Manager may pick (plain Feudal: open cells)
-    narrow_offsets: jax.Array  # [N², 2]
-    narrow_ok: jax.Array  # [K, N²] open, in-maze cells of each waypoint's window
+def fresh_agents(env_state, obs, env_rng, hidden: int) -> dict:
+    """The per-env fields of a FeudalState for B envs at the start of their episodes."""
+    b = obs.shape[0]
+    zeros_i = jnp.zeros((b,), jnp.int32)
+    return dict(env_state=env_state, obs=obs, reset=jnp.ones((b,), bool), carry=ResetLSTM.initial_carry(hidden, (b,)),
+                goal=zeros_i, narrow=jnp.zeros((b, 2), jnp.int32), wide_met=jnp.zeros((b,), bool), since=zeros_i,
+                need_goal=jnp.ones((b,), bool), trav_from=zeros_i, trav_step=zeros_i, trav_len=zeros_i,
+                env_rng=env_rng, episode_return=jnp.zeros((b,), jnp.float32))
 
 
 class Trainer(NamedTuple):
     cfg: FeudalConfig
     env: Any
     graph: Any  # WorldGraph of the wide goals (None for plain Feudal)
-    consts: Consts
+    consts: wg.GoalTables
     init: Any
     run_chunk: Any
     place: Any
@@ -225,31 +184,6 @@ class Trainer(NamedTuple):
     runner: Any  # (mode, max_steps=None) -> run(params, seeds) -> {"returns", "success", "lengths", ...}
     losses: Any  # (params, Manager carry at rollout start, trajectory, last, consts) -> (loss, metrics)
     rollout: Any  # (state, step keys [B, 2], consts) -> (state, trajectory, episode counts, stats)
-
-
-def build_consts(cfg: FeudalConfig, graph, walls: np.ndarray) -> Consts:
-    side = walls.shape[0]
-    if cfg.wide_narrow:
-        cells = np.asarray(graph.waypoints, np.int32)
-        at = np.full(walls.shape, -1, np.int32)
-        at[cells[:, 0], cells[:, 1]] = np.arange(len(cells))
-        if cfg.traversal:
-            actions, lengths = wg.traversal_table(graph)
-        else:
-            actions, lengths = np.zeros((len(cells), len(cells), 1), np.int32), np.zeros((len(cells),) * 2, np.int32)
-        r = cfg.narrow // 2
-        offsets = np.array([(dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1)], np.int32)
-        target = cells[:, None] + offsets[None]
-        inside = np.all((target >= 0) & (target < side), -1)
-        ok = inside & ~walls[np.clip(target[..., 0], 0, side - 1), np.clip(target[..., 1], 0, side - 1)]
-        goal_ok = np.ones(len(cells), bool)
-    else:
-        cells = np.stack(np.divmod(np.arange(side * side), side), -1).astype(np.int32)
-        at = np.full(walls.shape, -1, np.int32)
-        actions, lengths = np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int32)
-        offsets, ok = np.zeros((1, 2), np.int32), np.ones((1, 1), bool)
-        goal_ok = ~walls.reshape(-1)
-    return Consts(*map(jnp.asarray, (cells, at, actions, lengths, goal_ok, offsets, ok)))
 
 
 class Trajectory(NamedTuple):
@@ -283,26 +217,20 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
     walls, side = env.walls, env.side
     graph = encoder = None
     if cfg.needs_graph:
-        graph_trainer, graph_state = load_graph_run(cfg.graph) if (cfg.pi_g_init or cfg.waypoints == "random") \
-            else (None, None)
+        graph_trainer, graph_state = world_graph.load_run(cfg.graph) \
+            if (cfg.pi_g_init or cfg.waypoints == "random") else (None, None)
         if graph_state is not None:
             encoder = graph_state.params["policy"]["params"]["encoder"]
         if cfg.wide_narrow:
             graph = wg.WorldGraph.load(os.path.join(cfg.graph, "graph.json"))
-            if cfg.waypoints == "random":  # V_rand: the start and as many random open cells; edges as §3.3.3
-                rng = np.random.default_rng(env_seed)
-                open_cells = np.argwhere(~walls)
-                others = open_cells[~np.all(open_cells == env.start, -1)]
-                cells = np.concatenate([env.start[None], others[rng.choice(len(others), len(graph.waypoints) - 1,
-                                                                            replace=False)]])
-                graph = graph_trainer.build_graph(graph_state.replace(
-                    waypoints=jnp.asarray(cells, jnp.int32), num_waypoints=jnp.int32(len(cells))), seed=env_seed)
+            if cfg.waypoints == "random":  # V_rand (Table 3.3): as many random cells, edges as §3.3.3
+                graph = world_graph.random_graph(graph_trainer, graph_state, len(graph.waypoints), env_seed)
         if not cfg.pi_g_init:
             encoder = None
         elif encoder["dense_0"]["kernel"].shape[1] != cfg.hidden:
             raise ValueError(f"hidden={cfg.hidden}: pi_g_init copies π_g's encoder, {encoder['dense_0']['kernel'].shape[1]} "
                              f"units wide; valid: hidden={encoder['dense_0']['kernel'].shape[1]} or pi_g_init=false")
-    consts = build_consts(cfg, graph, walls)
+    consts = wg.goal_tables(graph if cfg.wide_narrow else None, walls, cfg.narrow, cfg.traversal)
     k_goals = int(consts.waypoints.shape[0])
     manager = Manager(side, k_goals, cfg.narrow, cfg.hidden)
     worker = GoalPolicy(env.num_actions, side, cfg.hidden)
@@ -415,7 +343,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
     def per_env(state: FeudalState) -> dict:
         return {f: getattr(state, f) for f in _BATCHED}
 
-    def rollout(state: FeudalState, step_keys, consts: Consts):
+    def rollout(state: FeudalState, step_keys, consts: wg.GoalTables):
         params = state.params
 
         def step(c, t):
@@ -443,7 +371,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
             step, (per_env(state), zeros, zeros.astype(jnp.int32), zeros.astype(jnp.int32)), jnp.arange(cfg.rollout_len))
         return state.replace(**s), traj, (ret_sum, episodes, exits), stats
 
-    def manager_unroll(params, carry0, traj: Trajectory, last, consts: Consts):
+    def manager_unroll(params, carry0, traj: Trajectory, last, consts: wg.GoalTables):
         """V_m and the goal log-probs / entropies over the rollout, the LSTM advanced only where
         the Manager emitted a goal (as in the rollout); ``last`` = (obs, pos, reset) after it."""
 
@@ -468,7 +396,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         not split evenly over devices, unlike A3C's T×B)."""
         return jnp.maximum(parallel.psum(mask.sum(), axis), 1.0) / mesh.size
 
-    def losses(params, carry0, traj: Trajectory, last, consts: Consts):
+    def losses(params, carry0, traj: Trajectory, last, consts: wg.GoalTables):
         """(loss, metrics) of one rollout: the Manager's A2C terms at its decision steps (Alg. 7), the
         Worker's at its own (not traversal) steps; the two parameter sets get disjoint gradients."""
         values, logp, ent, last_value = manager_unroll(params, carry0, traj, last, consts)
@@ -513,16 +441,10 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         if encoder is not None:  # App. 3.B: both levels' state encoders start as π_g's
             for part in params:
                 params[part]["params"]["encoder"] = jax.tree.map(jnp.asarray, encoder)
-        b = cfg.num_envs
-        zeros_i = jnp.zeros((b,), jnp.int32)
-        return FeudalState(
-            params=params, opt_state={p: opt.init(params[p]) for p in params}, env_state=env_state, obs=obs,
-            reset=jnp.ones((b,), bool), carry=ResetLSTM.initial_carry(cfg.hidden, (b,)), goal=zeros_i,
-            narrow=jnp.zeros((b, 2), jnp.int32), wide_met=jnp.zeros((b,), bool), since=zeros_i,
-            need_goal=jnp.ones((b,), bool), trav_from=zeros_i, trav_step=zeros_i, trav_len=zeros_i,
-            env_rng=env_rng, episode_return=jnp.zeros((b,), jnp.float32), update_step=jnp.zeros((), jnp.int32))
+        return FeudalState(params=params, opt_state={p: opt.init(params[p]) for p in params},
+                           update_step=jnp.zeros((), jnp.int32), **fresh_agents(env_state, obs, env_rng, cfg.hidden))
 
-    def update(state: FeudalState, consts: Consts):
+    def update(state: FeudalState, consts: wg.GoalTables):
         keys = jax.vmap(lambda k: jax.random.split(k))(state.env_rng)
         env_rng, step_keys = keys[:, 0], keys[:, 1]
         carry0 = state.carry
@@ -578,11 +500,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
             obs, env_state = jax.vmap(env_reset)(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys))
             n = seeds.shape[0]
             zeros_i = jnp.zeros((n,), jnp.int32)
-            s = dict(env_state=env_state, obs=obs, reset=jnp.ones((n,), bool),
-                     carry=ResetLSTM.initial_carry(cfg.hidden, (n,)), goal=zeros_i, narrow=jnp.zeros((n, 2), jnp.int32),
-                     wide_met=jnp.zeros((n,), bool), since=zeros_i, need_goal=jnp.ones((n,), bool),
-                     trav_from=zeros_i, trav_step=zeros_i, trav_len=zeros_i, env_rng=keys,
-                     episode_return=jnp.zeros((n,), jnp.float32))
+            s = fresh_agents(env_state, obs, keys, cfg.hidden)
 
             def step(c, t):
                 s, done, ret, length, exited = c

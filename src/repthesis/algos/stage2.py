@@ -21,7 +21,6 @@ StackGAN for stage 2 and gives no optimiser of its own).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any, NamedTuple
@@ -32,13 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from repthesis.algos.vae import chunk_runner, reconstruction_mse
+from repthesis.algos.vae import chunk_runner, data_parallel, reconstruction_mse
 from repthesis.algos.vaegan import adam_parts, draw_batch
 from repthesis.gen import objectives as obj
 from repthesis.gen.quality import Classifier, train_classifier
 from repthesis.nn.stage2 import TwoStage, Upsampler, combine, downsample
 from repthesis.nn.vae import Discriminator
 from repthesis.rl import parallel
+from repthesis.utils.config import check_fields, read_run
 
 STAGE1_ALGOS = ("vae-gan", "crvae-gan", "cvae", "crvae", "vae")  # runs on RGB images (Gaussian likelihood)
 
@@ -63,14 +63,10 @@ class Stage2Config:
     update_loop: str = "auto"
 
     def __post_init__(self):
-        if self.update_loop not in parallel.UPDATE_LOOPS:
-            raise ValueError(f"update_loop={self.update_loop!r} is not valid; valid: {', '.join(parallel.UPDATE_LOOPS)}")
-        for name in ("width", "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every", "learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
-        for name in ("res_blocks", "perceptual_weight", "feature_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
+        check_fields(self, choices={"update_loop": parallel.UPDATE_LOOPS},
+                     positive=("width", "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every",
+                               "learning_rate"),
+                     non_negative=("res_blocks", "perceptual_weight", "feature_steps"))
         if not 0 <= self.beta1 < 1:
             raise ValueError(f"beta1={self.beta1} must be in [0, 1)")
         if self.image_size % 8:
@@ -87,13 +83,7 @@ def check_stage1(cfg: Stage2Config) -> dict:
     if not cfg.stage1:
         raise ValueError("--algo=stage2 needs --stage1=DIR, the run directory of a trained stage-1 model "
                          f"(--algo={'|'.join(STAGE1_ALGOS)} on RGB images)")
-    path = os.path.join(cfg.stage1, "config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"--stage1={cfg.stage1!r} holds no run (no config.json)")
-    with open(path) as f:
-        saved = json.load(f)
-    if saved.get("algo") not in STAGE1_ALGOS:
-        raise ValueError(f"--stage1={cfg.stage1!r} is a --algo={saved.get('algo')} run; valid: {', '.join(STAGE1_ALGOS)}")
+    saved = read_run(cfg.stage1, "--stage1", STAGE1_ALGOS)
     s1 = saved["config"]
     if s1["data"] != cfg.data:
         raise ValueError(f"--data={cfg.data} but the stage-1 run was trained on {s1['data']}; pass --data={s1['data']}")
@@ -155,13 +145,8 @@ def make_train(cfg: Stage2Config, train_images: np.ndarray, binary: bool = False
         raise ValueError("stage 2 needs the stage-1 model (stage1=(network, variables))")
     if binary:
         raise ValueError("stage 2 is for RGB images (Gaussian likelihood), not binarised data")
-    if cfg.batch_size % num_devices:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by --devices={num_devices}")
-    if train_images.shape[1] != cfg.image_size:
-        raise ValueError(f"images are {train_images.shape[1]}px but image_size={cfg.image_size}")
+    mesh, axis, per_device_batch = data_parallel(cfg, train_images, num_devices)
     s1_net, s1_vars = stage1
-    mesh = parallel.make_mesh(num_devices)
-    axis = parallel.axis_name(mesh)
     channels = train_images.shape[-1]
     g = Upsampler(channels, cfg.width, cfg.res_blocks, cfg.skip)
     disc = Discriminator(0, cfg.width)
@@ -170,7 +155,6 @@ def make_train(cfg: Stage2Config, train_images: np.ndarray, binary: bool = False
     feature_net = Classifier(f_classes)
     optimizer = optax.adam(cfg.learning_rate, b1=cfg.beta1)
     constants = {"data": jnp.asarray(train_images), "stage1": s1_vars}
-    per_device_batch = cfg.batch_size // num_devices
 
     def features(f_params, x):
         return feature_net.apply(f_params, x, method=feature_net.features)

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from repthesis.gen import objectives as obj
 from repthesis.nn.vae import KINDS, RECURRENT, VAE, check_image_size
 from repthesis.rl import parallel
+from repthesis.utils.config import check_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,18 +52,11 @@ class VAEConfig:
     update_loop: str = "auto"  # steps of a chunk: scan (one program) | python | auto (python on CPU, jax#12868)
 
     def __post_init__(self):
-        if self.model not in KINDS:
-            raise ValueError(f"model={self.model!r} is not valid; valid: {', '.join(KINDS)}")
-        if self.update_loop not in parallel.UPDATE_LOOPS:
-            raise ValueError(f"update_loop={self.update_loop!r} is not valid; valid: {', '.join(parallel.UPDATE_LOOPS)}")
-        if self.recurrent not in RECURRENT:
-            raise ValueError(f"recurrent={self.recurrent!r} is not valid; valid: {', '.join(RECURRENT)}")
-        if self.stochastic_layers not in (1, 2):
-            raise ValueError(f"stochastic_layers={self.stochastic_layers!r} is not valid; valid: 1, 2")
-        for name in ("width", "top_latent", "blocks", "latent_channels", "lstm_size", "iw_samples", "batch_size", "total_steps",
-                     "steps_per_chunk", "checkpoint_every", "nll_samples", "nll_chunk", "learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
+        check_fields(self, choices={"model": KINDS, "update_loop": parallel.UPDATE_LOOPS, "recurrent": RECURRENT,
+                                    "stochastic_layers": (1, 2)},
+                     positive=("width", "top_latent", "blocks", "latent_channels", "lstm_size", "iw_samples",
+                               "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every", "nll_samples",
+                               "nll_chunk", "learning_rate"))
         if self.model == "crvae" and self.latent_channels % self.blocks:
             raise ValueError(f"latent_channels={self.latent_channels} must be divisible by blocks={self.blocks}")
         check_image_size(self.image_size)
@@ -185,17 +179,24 @@ class Trainer(NamedTuple):
         return params
 
 
-def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devices: int = 1) -> Trainer:
-    if cfg.batch_size % num_devices:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by --devices={num_devices}")
+def data_parallel(cfg, train_images: np.ndarray, num_devices: int, groups: int = 1):
+    """(mesh, collective axis, per-device batch) of an image model, after checking that the batch
+    splits into ``groups`` equal parts on each of ``num_devices`` devices and that the images
+    have the config's size."""
+    if cfg.batch_size % (groups * num_devices):
+        parts = f"{groups} × --devices={num_devices}" if groups > 1 else f"--devices={num_devices}"
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by {parts}")
     if train_images.shape[1] != cfg.image_size:
         raise ValueError(f"images are {train_images.shape[1]}px but image_size={cfg.image_size}")
     mesh = parallel.make_mesh(num_devices)
-    axis = parallel.axis_name(mesh)
+    return mesh, parallel.axis_name(mesh), cfg.batch_size // num_devices
+
+
+def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devices: int = 1) -> Trainer:
+    mesh, axis, per_device_batch = data_parallel(cfg, train_images, num_devices)
     network = make_network(cfg, train_images.shape[-1])
     optimizer = optax.adam(cfg.learning_rate)
     data = jnp.asarray(train_images)
-    per_device_batch = cfg.batch_size // num_devices
 
     def init(rng) -> VAEState:
         k_params, k_run = jax.random.split(rng)

@@ -31,10 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from repthesis.algos.vae import VAEConfig, chunk_runner, make_network, reconstruction_mse
+from repthesis.algos.vae import VAEConfig, chunk_runner, data_parallel, make_network, reconstruction_mse
 from repthesis.gen import objectives as obj
 from repthesis.nn.vae import Discriminator, latent_side
 from repthesis.rl import parallel
+from repthesis.utils.config import check_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +63,7 @@ class VAEGANConfig(VAEConfig):
         if self.stochastic_layers != 1 or self.iw_samples != 1:
             raise ValueError("VAE-GAN models have one stochastic layer and the single-sample bound; "
                              "valid: stochastic_layers=1, iw_samples=1")
-        for name in ("kl_weight_first", "kl_weight", "adversarial_weight", "mi_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
+        check_fields(self, non_negative=("kl_weight_first", "kl_weight", "adversarial_weight", "mi_weight"))
         if not 0 <= self.kl_first_blocks <= self.blocks:
             raise ValueError(f"kl_first_blocks={self.kl_first_blocks} must be in 0..blocks={self.blocks}")
 
@@ -146,18 +145,13 @@ class Trainer(NamedTuple):
 
 
 def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False, num_devices: int = 1) -> Trainer:
-    if cfg.batch_size % (4 * num_devices):
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by 4 × --devices={num_devices}")
-    if train_images.shape[1] != cfg.image_size:
-        raise ValueError(f"images are {train_images.shape[1]}px but image_size={cfg.image_size}")
-    mesh = parallel.make_mesh(num_devices)
-    axis = parallel.axis_name(mesh)
+    # the discriminator's batch is ½ real, ¼ prior samples, ¼ reconstructions on every device
+    mesh, axis, per_device_batch = data_parallel(cfg, train_images, num_devices, groups=4)
     vae = make_network(cfg, train_images.shape[-1])
     code_size = latent_side(cfg.image_size) ** 2 * cfg.latent_channels
     disc = Discriminator(code_size if cfg.mi_weight > 0 else 0, cfg.width)
     optimizer = optax.adam(cfg.learning_rate, eps=1e-8)
     data = jnp.asarray(train_images)
-    per_device_batch = cfg.batch_size // num_devices
 
     def init(rng) -> GANState:
         k_vae, k_disc, k_run = jax.random.split(rng, 3)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, NamedTuple
 
 import flax
@@ -35,6 +36,7 @@ from repthesis.gen import hardkuma as hk
 from repthesis.nn.world_graph import BinaryLatentVAE, GoalPolicy
 from repthesis.rl import parallel, world_graph as wg
 from repthesis.rl.returns import nstep_returns_and_gae
+from repthesis.utils.config import check_fields, read_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,20 +61,15 @@ class WorldGraphConfig:
     edge_walks: int = 64  # random walks from each waypoint for the edges
 
     def __post_init__(self):
-        if self.maze not in maze.SIZES:
-            raise ValueError(f"maze={self.maze!r} is not valid; valid: {', '.join(maze.SIZES)}")
-        for name in ("batch_size", "rollout_len", "learning_rate", "total_iterations", "iterations_per_chunk",
-                     "checkpoint_every", "policy_learning_rate", "edge_walks"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
+        check_fields(self, choices={"maze": maze.SIZES}, unit_interval=("gamma",),
+                     positive=("batch_size", "rollout_len", "learning_rate", "total_iterations",
+                               "iterations_per_chunk", "checkpoint_every", "policy_learning_rate", "edge_walks"))
         if self.rollout_len < 3:
             raise ValueError(f"rollout_len={self.rollout_len} must be >= 3")
         if not 0 < self.l0_target < self.rollout_len - 1:
             raise ValueError(f"l0_target={self.l0_target} must be in (0, rollout_len − 1 = {self.rollout_len - 1})")
         if not 0 < self.waypoint_fraction <= 1:
             raise ValueError(f"waypoint_fraction={self.waypoint_fraction} must be in (0, 1]")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma={self.gamma} must be in [0, 1]")
 
     @property
     def num_chunks(self) -> int:
@@ -181,13 +178,19 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
         steps = t_len - 1
         kl = hk.kl_kuma_beta(a[:, inner], ones[:, inner], alpha[:, inner], beta[:, inner])
         p0 = hk.prob_zero(a[:, inner], ones[:, inner])
-        # Per-step normalisation (ours): the λ's the thesis reports after training (App. 3.C.1: 0.067,
-        # 0.070, 0.051 from 0.01, 0.06, 0.02 at lr 5e-4) imply terms of order 1e-2, i.e. per-step
-        # KL and L0 / LT deviations measured as fractions of the sequence.
-        terms = {"kl": jnp.mean(kl), "l0": jnp.mean(hk.l0_loss(p0, cfg.l0_target) / steps ** 2),
-                 "transitions": jnp.mean(hk.transition_loss(p0, 2 * cfg.l0_target) / steps ** 2)}
+        seq_kl = jnp.sum(kl, 1)
+        l0, lt = hk.l0_loss(p0, cfg.l0_target), hk.transition_loss(p0, 2 * cfg.l0_target)  # Eqs. 3.8, 3.10
+        # The model's loss is Eq. 3.12 per trajectory (recon and KL summed over its steps, L0 and LT
+        # the squared count deviations), summed over the batch (ours: with a batch mean, Adam's
+        # ε = 1e-3 exceeds √v and the VAE barely moved: 1.36 nats after 1200 iterations, uniform
+        # is 1.39). The λ step sees each term per step (KL per step, L0/LT as squared fractions
+        # of the sequence): the λ's the thesis reports after training (App. 3.C.1: 0.067, 0.070,
+        # 0.051 from 0.01, 0.06, 0.02 at lr 5e-4) imply terms of that order.
+        terms = {"kl": jnp.mean(kl), "l0": jnp.mean(l0) / steps ** 2, "transitions": jnp.mean(lt) / steps ** 2}
         recon = -jnp.mean(log_p)  # nats per action
-        loss = recon + sum(multipliers[k] * terms[k] for k in terms)
+        per_trajectory = (-jnp.sum(log_p, 1) + multipliers["kl"] * seq_kl + multipliers["l0"] * l0
+                          + multipliers["transitions"] * lt)
+        loss = jnp.sum(per_trajectory)
         metrics = {"recon": recon, "action_accuracy": jnp.mean(jnp.argmax(logits, -1) == actions),
                    "selected": jnp.mean(hk.expected_l0(p0)), **terms}
         return loss, (terms, metrics, jnp.exp(log_p))
@@ -295,3 +298,29 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
 
     return Trainer(cfg, env, vae, policy, lambda rng: place(jax.jit(init)(rng)), run_chunk, place, place,
                    jax.jit(losses), prior_mean, goal_success, build_graph)
+
+
+def load_run(run_dir: str) -> tuple[Trainer, GraphState]:
+    """(trainer, newest state) of a ``--algo=world-graph`` run directory (for phase 2)."""
+    from repthesis.utils.checkpoint import CheckpointStore
+
+    saved = read_run(run_dir, "--graph", ["world-graph"])
+    trainer = make_train(WorldGraphConfig(**saved["config"]))
+    store = CheckpointStore(os.path.join(run_dir, "checkpoints"))
+    _, state = store.restore_latest(trainer.init(jax.random.PRNGKey(0)))
+    store.close()
+    if state is None:
+        raise ValueError(f"--graph={run_dir!r}: no readable π_g checkpoint")
+    return trainer, state
+
+
+def random_graph(trainer: Trainer, state: GraphState, size: int, seed: int) -> wg.WorldGraph:
+    """V_rand of Table 3.3: the start and ``size`` − 1 random open cells, with edges formed as in
+    §3.3.3 (random walks and the run's π_g)."""
+    env = trainer.env
+    open_cells = np.argwhere(~env.walls)
+    others = open_cells[~np.all(open_cells == env.start, -1)]
+    rng = np.random.default_rng(seed)
+    cells = np.concatenate([env.start[None], others[rng.choice(len(others), size - 1, replace=False)]])
+    return trainer.build_graph(state.replace(waypoints=jnp.asarray(cells, jnp.int32),
+                                             num_waypoints=jnp.int32(len(cells))), seed=seed)

@@ -3,10 +3,10 @@
 ``BinaryLatentVAE``: over a trajectory of T+1 states and T actions,
 * inference q_φ(z | a, s): a BiLSTM over (state embedding, action one-hot; a "no action" token at
   the last state) → per-step HardKuma parameter a_t (b fixed to 1, as App. 3.A reports best);
-* prior p_ψ(z_t | s_t): an MLP of the state alone → Beta(α_t, β_t); its mean α/(α+β) ranks states
-  as waypoints;
-* generation p_θ(a | s, z): a BiLSTM over the masked states (z_t · embedding, and z_t) → logits of
-  every action a_t.
+* prior p_ψ(z_t | s_t): an MLP of the state's own learned vector → Beta(α_t, β_t); its mean
+  α/(α+β) ranks states as waypoints;
+* generation p_θ(a | s, z): a BiLSTM over pairs of consecutive masked states (z_t · embedding,
+  z_t) → logits of every action a_t.
 States are maze cells (row·S + col), given as a learned vector per cell plus the cell's
 coordinates: the graph belongs to one maze.
 Layer sizes are ours (the thesis defers them to its code release).
@@ -100,10 +100,16 @@ class BinaryLatentVAE(nn.Module):
 
     def prior(self, states: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(α, β) of the Beta prior of each state (any shape of cell ids)."""
-        out = self.prior_head(nn.relu(self.prior_hidden(self.state_embed(states))))
+        # the cell's own vector only: coordinates would let the prior extrapolate smoothly across
+        # the maze (measured: the top 20 % then lined one edge of the maze)
+        out = self.prior_head(nn.relu(self.prior_hidden(self.table(states))))
         return jax.nn.softplus(out[..., 0]) + EPS, jax.nn.softplus(out[..., 1]) + EPS
 
     def decode(self, states: jax.Array, z: jax.Array) -> jax.Array:
-        """Action logits [B, T, A] from states [B, T+1] masked by z [B, T+1]."""
+        """Action logits [B, T, A] from states [B, T+1] masked by z [B, T+1]. Step t's input is the
+        pair of masked states (s_t, s_{t+1}): a move between two selected neighbours is then read
+        off directly (measured with z = 1 on random walks, Adam 1e-3: 80 % action accuracy after 300
+        steps, against 53 % from single states through the BiLSTM)."""
         x = jnp.concatenate([z[..., None] * self.state_embed(states), z[..., None]], -1)
-        return self.generation_head(self.generation_rnn(x))[..., :-1, :]
+        pairs = jnp.concatenate([x[..., :-1, :], x[..., 1:, :]], -1)
+        return self.generation_head(self.generation_rnn(pairs))

@@ -8,6 +8,8 @@ Built once, offline, from numpy arrays (nothing here runs inside a training step
 * ``edges_from_rollouts``: a directed edge p → q for every rollout that leaves waypoint p and
   reaches waypoint q without passing a third waypoint; of all such rollouts (random walks and
   π_g's), the shortest action sequence is kept and its length is the edge's weight (§3.3.3).
+* ``goal_tables``: the graph as the arrays a Feudal program takes (goals, narrow windows,
+  planned routes).
 * ``shortest_path`` (Dijkstra over the edge weights) and ``traversal_actions``: the planned
   waypoint route and the concatenated edge actions that execute it in a deterministic maze.
 """
@@ -17,7 +19,10 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from repthesis.envs.maze import MOVES
@@ -199,3 +204,40 @@ def traversal_actions(graph: WorldGraph, route: list[int]) -> list[int]:
     for i, j in zip(route[:-1], route[1:]):
         out += graph.edges[(i, j)]
     return out
+
+
+class GoalTables(NamedTuple):
+    """The Manager's goal space as arrays, passed to the programs as arguments (never closed over:
+    see ``rl.parallel.chunk_programs``)."""
+    waypoints: jax.Array  # [K, 2] cells (plain Feudal: every cell, row-major)
+    waypoint_at: jax.Array  # [S, S] waypoint index of a cell, −1 elsewhere
+    route_actions: jax.Array  # [K, K, L] planned traversal actions
+    route_len: jax.Array  # [K, K]
+    goal_ok: jax.Array  # [K] goals the Manager may pick (plain Feudal: open cells)
+    narrow_offsets: jax.Array  # [N², 2]
+    narrow_ok: jax.Array  # [K, N²] open, in-maze cells of each waypoint's window
+
+
+def goal_tables(graph: WorldGraph | None, walls: np.ndarray, narrow: int, traversal: bool) -> GoalTables:
+    """Wide goals = ``graph``'s waypoints with their N×N (``narrow``) windows and, with
+    ``traversal``, the planned routes between them (§3.4.2–3.4.3); ``graph=None``: plain Feudal,
+    one goal among all open cells."""
+    side = walls.shape[0]
+    at = np.full(walls.shape, -1, np.int32)
+    if graph is None:
+        cells = np.stack(np.divmod(np.arange(side * side), side), -1).astype(np.int32)
+        tables = (cells, at, np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int32), ~walls.reshape(-1),
+                  np.zeros((1, 2), np.int32), np.ones((1, 1), bool))
+        return GoalTables(*map(jnp.asarray, tables))
+    cells = np.asarray(graph.waypoints, np.int32)
+    at[cells[:, 0], cells[:, 1]] = np.arange(len(cells))
+    if traversal:
+        actions, lengths = traversal_table(graph)
+    else:
+        actions, lengths = np.zeros((len(cells), len(cells), 1), np.int32), np.zeros((len(cells),) * 2, np.int32)
+    r = narrow // 2
+    offsets = np.array([(dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1)], np.int32)
+    target = cells[:, None] + offsets[None]
+    inside = np.all((target >= 0) & (target < side), -1)
+    ok = inside & ~walls[np.clip(target[..., 0], 0, side - 1), np.clip(target[..., 1], 0, side - 1)]
+    return GoalTables(*map(jnp.asarray, (cells, at, actions, lengths, np.ones(len(cells), bool), offsets, ok)))
