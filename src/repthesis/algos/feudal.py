@@ -219,17 +219,12 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
     if cfg.needs_graph:
         graph_trainer, graph_state = world_graph.load_run(cfg.graph) \
             if (cfg.pi_g_init or cfg.waypoints == "random") else (None, None)
-        if graph_state is not None:
+        if cfg.pi_g_init:  # its width is GoalPolicy.hidden = cfg.hidden, as check_graph required
             encoder = graph_state.params["policy"]["params"]["encoder"]
         if cfg.wide_narrow:
             graph = wg.WorldGraph.load(os.path.join(cfg.graph, "graph.json"))
             if cfg.waypoints == "random":  # V_rand (Table 3.3): as many random cells, edges as §3.3.3
                 graph = world_graph.random_graph(graph_trainer, graph_state, len(graph.waypoints), env_seed)
-        if not cfg.pi_g_init:
-            encoder = None
-        elif encoder["dense_0"]["kernel"].shape[1] != cfg.hidden:
-            raise ValueError(f"hidden={cfg.hidden}: pi_g_init copies π_g's encoder, {encoder['dense_0']['kernel'].shape[1]} "
-                             f"units wide; valid: hidden={encoder['dense_0']['kernel'].shape[1]} or pi_g_init=false")
     consts = wg.goal_tables(graph if cfg.wide_narrow else None, walls, cfg.narrow, cfg.traversal)
     k_goals = int(consts.waypoints.shape[0])
     manager = Manager(side, k_goals, cfg.narrow, cfg.hidden)
