@@ -17,7 +17,8 @@ slim CNN, LSTM 512, FC 2×512; t_max 20), next to the bare emulator rate of the 
 
 For every algorithm on Breakout-MinAtar with 64 envs (t_max 20), and for a reference
 configuration at PureJaxRL PPO-RNN size (64 envs, MLP 128, recurrent core 128), it reports
-the compile time of one training chunk, steady-state env-steps/s over ``--chunks`` chunks,
+the compile time of one training chunk, steady-state env-steps/s (the median of ``--chunks``
+timed chunks: single chunks on a shared VM have outliers),
 and the achieved network FLOP/s (XLA's cost analysis of one acting step and one learning
 step, times t_max and updates) as a fraction of this machine's matmul peak (a jitted 2048²
 float32 matmul). Figures go to stdout and to a Markdown file.
@@ -33,6 +34,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from repthesis import registry
 
@@ -84,11 +86,13 @@ def measure(algo: str, overrides: dict, chunks: int) -> dict:
     flops = network_flops_per_chunk(trainer, state)
     state, m = trainer.run_chunk(state)  # warm-up (first episodes are short)
     jax.block_until_ready(m)
-    t = time.perf_counter()
-    for _ in range(chunks):
+    times = []
+    for _ in range(chunks):  # the median chunk: this shared VM's timings have outliers
+        t = time.perf_counter()
         state, m = trainer.run_chunk(state)
-    jax.block_until_ready(m)
-    dt = (time.perf_counter() - t) / chunks
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t)
+    dt = float(np.median(times))
     return {"algo": algo, "compile_s": compile_s, "sps": cfg.steps_per_chunk / dt,
             "flops_per_s": flops / dt, "chunk_s": dt}
 
@@ -279,7 +283,8 @@ def main(argv=None) -> int:
         f"Command: `python benchmarks/throughput.py --chunks={args.chunks}`  ",
         f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}; "
         f"jax {jax.__version__}; matmul peak (2048² f32) {peak / 1e9:.0f} GFLOP/s  ",
-        f"Env: {ENV}, 64 envs, t_max 20, chunks of 50 updates (64,000 env steps); seed 0; "
+        f"Env: {ENV}, 64 envs, t_max 20, chunks of 50 updates (64,000 env steps), median of {args.chunks} "
+        f"timed chunks after a warm-up chunk; seed 0; "
         f"training network MLP 256 → LSTM 128 → FC 2×128 unless stated.",
         "",
         "| configuration | compile (s) | env-steps/s | network GFLOP/s | % of matmul peak |",

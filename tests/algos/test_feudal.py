@@ -184,3 +184,20 @@ def test_four_devices_equal_one_device(graph_dir):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "EQUAL 4" in res.stdout
+
+
+def test_masked_choice_never_picks_a_masked_goal_and_scores_by_hand():
+    from repthesis.algos.feudal import masked_choice
+
+    logits, ok = jnp.array([1.0, 5.0, 2.0]), jnp.array([True, False, True])
+    choice, logp, entropy = masked_choice(logits, ok, jax.random.PRNGKey(1), True)
+    p = np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum()  # the softmax over the open entries only
+    assert int(choice) == 2
+    np.testing.assert_allclose(logp, np.log(p[1]), rtol=1e-6)
+    np.testing.assert_allclose(entropy, -(p * np.log(p)).sum(), rtol=1e-6)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2000)
+    samples = jax.vmap(lambda k: masked_choice(logits, ok, k, False)[0])(keys)
+    assert not np.any(np.asarray(samples) == 1)
+    np.testing.assert_allclose(np.mean(np.asarray(samples) == 0), p[0], atol=0.03)
+    scored = masked_choice(logits, ok, None, False, jnp.int32(0))  # scoring a given choice
+    np.testing.assert_allclose(scored[1], np.log(p[0]), rtol=1e-6)

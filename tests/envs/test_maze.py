@@ -185,3 +185,23 @@ def test_maze_names_through_envs_make():
         envs.make("maze-huge-multigoal")
     rgb = maze.render(maze.Maze("small", "door-key", view="full").grid(state), cell=4)
     assert rgb.shape == (52, 52, 3) and rgb.dtype == np.uint8
+
+
+def test_step_with_final_keeps_the_ended_episodes_last_state():
+    """Feudal's bootstrap and success need the state before the auto-reset: it is the stepped
+    state mid-episode, the time-limit state at a truncation, and its observation is ``get_obs``'s."""
+    env = maze.Maze("small", "multigoal")
+    p = env.default_params.replace(max_steps_in_episode=5)
+    _, st = env.reset(KEY, p)
+    for t in range(5):
+        k = jax.random.PRNGKey(t)
+        obs, new, reward, term, trunc, final, final_obs = env.step_with_final(k, st, jnp.int32(t % 4), p)
+        obs2, new2, reward2, term2, trunc2, info = env.step(k, st, jnp.int32(t % 4), p)
+        np.testing.assert_array_equal(obs, obs2)
+        np.testing.assert_array_equal(final_obs, info["final_observation"])
+        np.testing.assert_array_equal(final_obs, env.get_obs(final))
+        assert int(final.time) == t + 1 and bool(trunc) == (t == 4)
+        assert int(new.time) == (0 if t == 4 else t + 1)
+        if t == 4:
+            np.testing.assert_array_equal(new.pos, np.asarray(env.start))
+        st = new

@@ -111,10 +111,11 @@ class FeudalConfig(RolloutBudget):
         return self.wide_narrow or self.pi_g_init
 
 
-def check_graph(cfg: FeudalConfig) -> None:
-    """One-line errors, before anything is built, for a missing or mismatched ``--graph`` run."""
+def check_graph(cfg: FeudalConfig) -> wg.WorldGraph | None:
+    """One-line errors, before anything is built, for a missing or mismatched ``--graph`` run;
+    returns the graph it read (Wide-then-Narrow), else None."""
     if not cfg.needs_graph:
-        return
+        return None
     if not cfg.graph:
         why = "Wide-then-Narrow goals are its waypoints" if cfg.wide_narrow else "pi_g_init copies its π_g"
         raise ValueError(f"--graph=DIR is required ({why}): a run of --algo=world-graph --maze={cfg.size}")
@@ -122,6 +123,7 @@ def check_graph(cfg: FeudalConfig) -> None:
     if saved["config"]["maze"] != cfg.size:
         raise ValueError(f"--graph={cfg.graph!r} is a graph of the {saved['config']['maze']} maze, "
                          f"not {cfg.size} ({cfg.env}); valid: a world-graph run with --maze={cfg.size}")
+    graph = None
     if cfg.wide_narrow:
         if not os.path.exists(os.path.join(cfg.graph, "graph.json")):
             raise ValueError(f"--graph={cfg.graph!r} has no graph.json (the world-graph run did not finish)")
@@ -135,6 +137,7 @@ def check_graph(cfg: FeudalConfig) -> None:
     if (cfg.pi_g_init or cfg.waypoints == "random") and not (
             os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))):
         raise ValueError(f"--graph={cfg.graph!r} has no π_g checkpoint in {ckpt}")
+    return graph
 
 
 @flax.struct.dataclass
@@ -170,6 +173,17 @@ def fresh_agents(env_state, obs, env_rng, hidden: int) -> dict:
                 goal=zeros_i, narrow=jnp.zeros((b, 2), jnp.int32), wide_met=jnp.zeros((b,), bool), since=zeros_i,
                 need_goal=jnp.ones((b,), bool), trav_from=zeros_i, trav_step=zeros_i, trav_len=zeros_i,
                 env_rng=env_rng, episode_return=jnp.zeros((b,), jnp.float32))
+
+
+def masked_choice(logits, ok, key, greedy, chosen=None):
+    """Sample (the argmax if ``greedy``; or score ``chosen``) among the ``ok`` entries of ``logits``;
+    returns (choice, its log-prob, the entropy over the ok entries)."""
+    logits = jnp.where(ok, logits, -1e9)
+    if chosen is None:
+        chosen = jnp.where(greedy, jnp.argmax(logits, -1), jax.random.categorical(key, logits))
+    log_p = jax.nn.log_softmax(logits)
+    logp = jnp.take_along_axis(log_p, chosen[..., None], -1)[..., 0]
+    return chosen, logp, -jnp.sum(jnp.exp(log_p) * jnp.where(ok, log_p, 0.0), -1)
 
 
 class Trainer(NamedTuple):
@@ -208,24 +222,21 @@ class Trajectory(NamedTuple):
 
 
 def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Trainer:
-    check_graph(cfg)
+    graph = check_graph(cfg)  # the waypoints of Wide-then-Narrow, else None
     if cfg.num_envs % num_devices:
         raise ValueError(f"num_envs={cfg.num_envs} must be divisible by --devices={num_devices}")
     size, task = cfg.env.split("-", 2)[1:]
     env = maze.Maze(size, task)
     env_params = env.default_params
     walls, side = env.walls, env.side
-    graph = encoder = None
-    if cfg.needs_graph:
-        graph_trainer, graph_state = world_graph.load_run(cfg.graph) \
-            if (cfg.pi_g_init or cfg.waypoints == "random") else (None, None)
+    encoder = None
+    if cfg.pi_g_init or (cfg.wide_narrow and cfg.waypoints == "random"):
+        graph_trainer, graph_state = world_graph.load_run(cfg.graph)
         if cfg.pi_g_init:  # its width is GoalPolicy.hidden = cfg.hidden, as check_graph required
             encoder = graph_state.params["policy"]["params"]["encoder"]
-        if cfg.wide_narrow:
-            graph = wg.WorldGraph.load(os.path.join(cfg.graph, "graph.json"))
-            if cfg.waypoints == "random":  # V_rand (Table 3.3): as many random cells, edges as §3.3.3
-                graph = world_graph.random_graph(graph_trainer, graph_state, len(graph.waypoints), env_seed)
-    consts = wg.goal_tables(graph if cfg.wide_narrow else None, walls, cfg.narrow, cfg.traversal)
+        if cfg.wide_narrow and cfg.waypoints == "random":  # V_rand (Table 3.3): as many random cells, edges as §3.3.3
+            graph = world_graph.random_graph(graph_trainer, graph_state, len(graph.waypoints), env_seed)
+    consts = wg.goal_tables(graph, walls, cfg.narrow, cfg.traversal)
     k_goals = int(consts.waypoints.shape[0])
     manager = Manager(side, k_goals, cfg.narrow, cfg.hidden)
     worker = GoalPolicy(env.num_actions, side, cfg.hidden)
@@ -239,42 +250,25 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         return obs.astype(jnp.float32), state
 
     def env_step(key, state, action):
-        """One step without gymnax's auto-reset folded in: (obs, state, reward, terminated, truncated,
-        the pre-reset state, its observation)."""
-        k_step, k_reset = jax.random.split(key)
-        obs_st, st, reward, terminated, _ = env.step_env(k_step, state, action, env_params)
-        truncated = env.is_truncated(st, env_params) & ~terminated
-        obs_re, state_re = env_reset(k_reset)
-        done = terminated | truncated
-        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_re, st)
-        obs = jnp.where(done, obs_re, obs_st.astype(jnp.float32))
-        return obs, state, reward, terminated, truncated, st, obs_st.astype(jnp.float32)
+        """(obs, state, reward, terminated, truncated that is not also terminated, the pre-reset state,
+        its observation)."""
+        obs, state, reward, terminated, truncated, final, final_obs = env.step_with_final(key, state, action, env_params)
+        return (obs.astype(jnp.float32), state, reward, terminated, truncated & ~terminated, final,
+                final_obs.astype(jnp.float32))
 
     def manager_logits(params, consts, h, key, greedy, goal=None, narrow_index=None):
         """Sample (or take the argmax of) the goal and, with WN, the narrow cell (or score the given
         ones: ``key`` None); their log-prob and the entropy H(π^w) + H(π^n(·|g_w)) (App. 3.C.2)."""
         logits, value = mp(params, h, method=Manager.heads)
-        logits = jnp.where(consts.goal_ok, logits, -1e9)
         k_goal, k_narrow = jax.random.split(key) if key is not None else (None, None)
-        if goal is None:
-            goal = jnp.where(greedy, jnp.argmax(logits, -1), jax.random.categorical(k_goal, logits))
-        log_p = jax.nn.log_softmax(logits)
-        logp = jnp.take_along_axis(log_p, goal[..., None], -1)[..., 0]
-        entropy = -jnp.sum(jnp.exp(log_p) * jnp.where(consts.goal_ok, log_p, 0.0), -1)
-        if cfg.wide_narrow:
-            n_logits = mp(params, h, goal, method=Manager.narrow_logits)
-            ok = consts.narrow_ok[goal]
-            n_logits = jnp.where(ok, n_logits, -1e9)
-            if narrow_index is None:
-                narrow_index = jnp.where(greedy, jnp.argmax(n_logits, -1), jax.random.categorical(k_narrow, n_logits))
-            n_log_p = jax.nn.log_softmax(n_logits)
-            logp = logp + jnp.take_along_axis(n_log_p, narrow_index[..., None], -1)[..., 0]
-            entropy = entropy - jnp.sum(jnp.exp(n_log_p) * jnp.where(ok, n_log_p, 0.0), -1)
-            narrow = consts.waypoints[goal] + consts.narrow_offsets[narrow_index]
-        else:
-            narrow_index = jnp.zeros_like(goal)
-            narrow = consts.waypoints[goal]
-        return goal, narrow_index, narrow, logp, entropy, value
+        goal, logp, entropy = masked_choice(logits, consts.goal_ok, k_goal, greedy, goal)
+        if not cfg.wide_narrow:
+            return goal, jnp.zeros_like(goal), consts.waypoints[goal], logp, entropy, value
+        n_logits = mp(params, h, goal, method=Manager.narrow_logits)
+        narrow_index, n_logp, n_entropy = masked_choice(n_logits, consts.narrow_ok[goal], k_narrow, greedy,
+                                                        narrow_index)
+        narrow = consts.waypoints[goal] + consts.narrow_offsets[narrow_index]
+        return goal, narrow_index, narrow, logp + n_logp, entropy + n_entropy, value
 
     def worker_offsets(consts, goal, narrow, pos):
         return jnp.concatenate([narrow - pos, consts.waypoints[goal] - pos], -1)
@@ -335,9 +329,6 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
                      exited=terminated & jnp.all(new_pos == jnp.asarray(env.exit)))
         return new_s, trans
 
-    def per_env(state: FeudalState) -> dict:
-        return {f: getattr(state, f) for f in _BATCHED}
-
     def rollout(state: FeudalState, step_keys, consts: wg.GoalTables):
         params = state.params
 
@@ -363,7 +354,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
 
         zeros = jnp.zeros_like(state.episode_return)
         (s, ret_sum, episodes, exits), (traj, stats) = jax.lax.scan(
-            step, (per_env(state), zeros, zeros.astype(jnp.int32), zeros.astype(jnp.int32)), jnp.arange(cfg.rollout_len))
+            step, ({f: getattr(state, f) for f in _BATCHED}, zeros, zeros.astype(jnp.int32), zeros.astype(jnp.int32)), jnp.arange(cfg.rollout_len))
         return state.replace(**s), traj, (ret_sum, episodes, exits), stats
 
     def manager_unroll(params, carry0, traj: Trajectory, last, consts: wg.GoalTables):
@@ -452,11 +443,8 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         metrics["grad_norm"] = optax.tree.norm(grads)
         params, opt_state = adam_parts(opt, grads, state.params, state.opt_state)
         state = state.replace(params=params, opt_state=opt_state, env_rng=env_rng, update_step=state.update_step + 1)
-        decided, acted, started, reached = (parallel.psum(jnp.sum(x), axis) for x in stats)
-        counts = {"return_sum": jnp.sum(ret_sum), "episodes": jnp.sum(episodes), "exits": jnp.sum(exits),
-                  "decisions": decided, "worker_steps": acted, "traversals": started, "goals_reached": reached}
-        counts = {k: parallel.psum(v, axis) if k in ("return_sum", "episodes", "exits") else v
-                  for k, v in counts.items()}
+        names = ("return_sum", "episodes", "exits", "decisions", "worker_steps", "traversals", "goals_reached")
+        counts = {k: parallel.psum(jnp.sum(x), axis) for k, x in zip(names, (ret_sum, episodes, exits, *stats))}
         return state, (metrics, counts)
 
     def summarise(per_update) -> dict:

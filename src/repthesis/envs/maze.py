@@ -289,15 +289,21 @@ class Maze(environment.Environment):
     def step(self, key, state: MazeState, action, params: MazeParams | None = None):
         """gymnax's auto-resetting step, with one observation less: the reset branch's state is
         chosen first and observed once (its observation is not built and then discarded)."""
+        obs, state, reward, terminated, truncated, _, final_obs = self.step_with_final(key, state, action, params)
+        info = {"terminated": terminated, "truncated": truncated, "final_observation": final_obs}
+        return obs, state, reward, terminated, truncated, info
+
+    def step_with_final(self, key, state: MazeState, action, params: MazeParams | None = None):
+        """``step``'s (obs, state, reward, terminated, truncated) and the state before the
+        auto-reset with its observation (an ended episode's last state)."""
         params = self.default_params if params is None else params
         k_step, k_reset = jax.random.split(key)
-        obs_st, state_st, reward, terminated, info = self.step_env(k_step, state, action, params)
+        obs_st, state_st, reward, terminated, _ = self.step_env(k_step, state, action, params)
         truncated = self.is_truncated(state_st, params)
         done = terminated | truncated
         state_re = self.reset_state(k_reset)
         state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), state_re, state_st)
-        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
-        return self.get_obs(state), state, reward, terminated, truncated, info
+        return self.get_obs(state), state, reward, terminated, truncated, state_st, obs_st
 
     def is_terminated(self, state: MazeState, params) -> jax.Array:
         return jnp.all(state.pos == jnp.asarray(self.exit)) | jnp.any(jnp.all(state.lava == state.pos, -1))

@@ -14,9 +14,10 @@ Which pathway is stochastic is a switch:
 or to only the value / only the policy head, the other head seeing the mean (§2.6.1).
 ``noisy`` adds NoisyNet layers: 'v1' heads, 'v2' FC1/FC2, 'v3' both (App. 2.G, Fig. 2.G.1).
 The module is per-example: callers vmap it over environments, each with its own rng.
-``__call__`` is one step; ``encode`` / ``core`` / ``head`` are its three stages, so a learner
-can run the torso and heads batched over a whole rollout and only the LSTM in a scan; the
-stages draw exactly the noise ``__call__`` draws for the same rngs (``head`` makes every draw).
+``__call__`` is one step; ``encode`` / ``core`` / ``head`` are its stages (``head`` = ``draw``,
+the activation samples, then ``readout``, HPA3C's KL and the heads), so a learner can run the
+torso and heads batched over a whole rollout and only the LSTM in a scan; the stages draw
+exactly the noise ``__call__`` draws for the same rngs.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class ActorCriticOutput(NamedTuple):
     logits: jax.Array  # [A] policy logits
     value: jax.Array  # [] state value V_t
     kl: jax.Array  # [] KL to the HPA3C prior (0 for other units)
+
+
+class Draws(NamedTuple):
+    """What ``ActorCritic.draw`` samples at one step (inputs of ``readout``)."""
+
+    mean: jax.Array  # FC1(h_t): μ_t
+    k_mean: jax.Array  # FC2(h_t)
+    z: jax.Array  # the FC1 pathway's activation, sampled (or μ_t)
+    k: jax.Array  # the FC2 pathway's activation, sampled for FSA3C (else FC2(h_t))
+    log_var: jax.Array  # HPA3C's learned log σ_t² ([] zeros for other units)
 
 
 class ActorCritic(nn.Module):
@@ -106,13 +117,14 @@ class ActorCritic(nn.Module):
 
     def head(self, h: jax.Array, z_prev: jax.Array, reset: jax.Array, deterministic: bool = False):
         """FC pathways, stochastic units and the two heads on h_t; returns (z_t for the carry, output)."""
-        z_prev = jnp.where(reset, jnp.zeros_like(z_prev), z_prev)
+        return self.readout(self.draw(h, deterministic), z_prev, reset, deterministic)
+
+    def draw(self, h: jax.Array, deterministic: bool = False) -> Draws:
+        """The FC pathways and every activation sample of ``head``; nothing here reads z_{t−1}."""
         mean = self._call(self.fc1, h, deterministic)
         k_mean = self._call(self.fc2, h, deterministic)
         k = k_mean
-        kl = jnp.zeros((), jnp.float32)
-        activation = nn.leaky_relu
-        z_next = z_prev
+        log_var_t = jnp.zeros((), jnp.float32)
         if self.unit == "none":
             z = mean
         elif self.unit in ("sa", "fsa"):
@@ -122,14 +134,21 @@ class ActorCritic(nn.Module):
         elif self.unit == "hp":
             log_var_t = self.fc_log_var(h)
             z = gaussian_sample(self, mean, log_var_t, deterministic)
-            kl = gaussian_kl(mean, log_var_t, self.prior_mean(z_prev), self.log_var)
-            z_next = z
-            activation = crelu  # App. 2.E: CReLU normalises HPA3C's stochastic activations
         else:  # dropout
             z = dropout_sample(self, mean, self.dropout_rate, deterministic)
+        return Draws(mean, k_mean, z, k, log_var_t)
 
-        stochastic_features = jnp.concatenate([activation(z), activation(k)], -1)
-        mean_features = jnp.concatenate([activation(mean), activation(k_mean)], -1)
+    def readout(self, d: Draws, z_prev: jax.Array, reset: jax.Array, deterministic: bool = False):
+        """HPA3C's prior KL and the two heads on the drawn activations; returns (z_t, output)."""
+        z_next = jnp.where(reset, jnp.zeros_like(z_prev), z_prev)
+        kl = jnp.zeros((), jnp.float32)
+        activation = nn.leaky_relu
+        if self.unit == "hp":
+            kl = gaussian_kl(d.mean, d.log_var, self.prior_mean(z_next), self.log_var)
+            z_next = d.z
+            activation = crelu  # App. 2.E: CReLU normalises HPA3C's stochastic activations
+        stochastic_features = jnp.concatenate([activation(d.z), activation(d.k)], -1)
+        mean_features = jnp.concatenate([activation(d.mean), activation(d.k_mean)], -1)
         value_in = mean_features if self.placement == "policy" else stochastic_features
         policy_in = mean_features if self.placement == "value" else stochastic_features
         value = self._call(self.value_head, value_in, deterministic)[..., 0]
@@ -143,20 +162,23 @@ def unroll(network: ActorCritic, params, carry, obs: jax.Array, reset: jax.Array
     with rngs ``rngs_for(keys[b], t)``, but with the torso and heads batched over all T×B steps
     and only the LSTM in a scan: a conv torso's backward pass inside a scan is ~15× slower on CPU,
     and one batched pass is cheaper on every backend. HPA3C's z_t does not depend on z_{t−1}
-    (only its prior does), so its heads run twice: once to draw z_{1..T}, once with z_{t−1} known."""
+    (only its prior does), so every step's activations are drawn first and the readout (prior KL,
+    heads) then runs with z_{t−1} known."""
     lstm0, z0 = carry
     x = jax.vmap(jax.vmap(lambda o: network.apply(params, o, method=network.encode)))(obs)
     core = jax.vmap(lambda c, x, r: network.apply(params, c, x, r, method=network.core))
     _, h = jax.lax.scan(lambda c, xs: core(c, *xs), lstm0, (x, reset))
 
-    def heads(z_prev):
-        def one(h, z_prev, reset, key, t):
-            return network.apply(params, h, z_prev, reset, deterministic, rngs=rngs_for(key, t), method=network.head)
+    def per_step(method, *xs):  # xs [T, B, ...]; env b at step t draws with rngs_for(keys[b], t)
+        def one(key, t, *x):
+            return network.apply(params, *x, deterministic, rngs=rngs_for(key, t), method=method)
 
-        per_env = jax.vmap(one, in_axes=(0, 0, 0, 0, None))
-        return jax.vmap(per_env, in_axes=(0, 0, 0, None, 0))(h, z_prev, reset, keys, jnp.arange(obs.shape[0]))
+        per_env = jax.vmap(one, in_axes=(0, None) + (0,) * len(xs))
+        return jax.vmap(per_env, in_axes=(None, 0) + (0,) * len(xs))(keys, jnp.arange(obs.shape[0]), *xs)
 
-    z, out = heads(jnp.broadcast_to(z0, h.shape[:2] + z0.shape[1:]))
+    draws = per_step(network.draw, h)
     if network.unit == "hp":
-        _, out = heads(jnp.concatenate([z0[None], z[:-1]], 0))
-    return out
+        z_prev = jnp.concatenate([z0[None], draws.z[:-1]], 0)
+    else:
+        z_prev = jnp.broadcast_to(z0, h.shape[:2] + z0.shape[1:])
+    return per_step(network.readout, draws, z_prev, reset)[1]
