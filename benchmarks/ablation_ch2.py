@@ -2,12 +2,14 @@
 
     python benchmarks/ablation_ch2.py --budget=smoke|cpu|paper [--games=...] [--algos=...] [--seeds=3]
 
-For every game × algorithm, ``--seeds`` independent runs are trained, each as one XLA
-program. Each run's *final* model is tested on 10 test seeds (never used in
+For every game × algorithm, ``--seeds`` independent runs are trained, chunk by chunk as the CLI
+trains. Each run's *final* model is tested on 10 test seeds (never used in
 training): MAP and vote-5 (majority over 5 sampled activations). Writes Markdown tables in the
 thesis's form (Table 2.2: Best / Avg. over runs; Table 2.3: MAP vs vote-1/5/50 on Seaquest;
 Table 2.5: per-iteration vs per-step noise for NoisyNet-A3C and SA3C on Seaquest) and learning
 curves (median and range over seeds) as PNGs, into ``benchmarks/results/ablation_ch2_<budget>/``.
+Each game's results are kept in ``results.json``: a later run of the same budget, seeds and algos
+with other ``--games`` adds to the tables (a game run again is replaced).
 Differences from the thesis protocol: no per-checkpoint validation selection (final models),
 MinAtar games and MinAtar-sized networks instead of Atari with the thesis CNN.
 """
@@ -15,6 +17,7 @@ MinAtar games and MinAtar-sized networks instead of Atari with the thesis CNN.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -40,12 +43,20 @@ TEST_SEEDS = np.arange(10, dtype=np.uint32) + np.uint32(2_000_000)
 def train_seeds(algo: str, overrides: dict, seeds: int, steps: int):
     cfg = registry.make_config(algo, {**overrides, "total_env_steps": steps, "val_episodes": 0})
     trainer = registry.get_algo(algo).make_train(cfg)
-    # Seeds run one after another through the same compiled program. (jax.vmap over seeds is
-    # the PureJaxRL way, but with jax 0.10.2 on CPU the vmapped program intermittently hangs.)
-    runs = [jax.device_get(trainer.train(jax.random.PRNGKey(seed))) for seed in range(seeds)]
+    # Seeds run one after another, each chunk by chunk as the CLI trains (on CPU the updates are
+    # called from Python: XLA:CPU runs some MinAtar steps 3-4× slower inside a scan over updates,
+    # see ``throughput.py --loops``). jax.vmap over seeds, the PureJaxRL way, intermittently hung
+    # with jax 0.10.2 on CPU.
+    runs = []
+    for seed in range(seeds):
+        state, per_chunk = trainer.init(jax.random.PRNGKey(seed)), []
+        for _ in range(cfg.num_chunks):
+            state, m = trainer.run_chunk(state)
+            per_chunk.append(m)
+        runs.append(jax.device_get((state, jax.tree.map(lambda *xs: np.stack(xs), *per_chunk))))
     state, metrics = jax.tree.map(lambda *xs: np.stack(xs), *runs)
     env_steps = (np.arange(cfg.num_chunks) + 1) * cfg.steps_per_chunk
-    return cfg, trainer, state, jax.device_get(metrics), env_steps
+    return cfg, trainer, state, metrics, env_steps
 
 
 _RUNNERS: dict = {}
@@ -91,15 +102,36 @@ def plot_curves(curves: dict, game: str, path: str) -> None:
     plt.close(fig)
 
 
-def write_report(args, out, steps, games, algos, table22, table23, table25, wall) -> str:
-    """Markdown tables of whatever has finished so far (rewritten after every game)."""
-    dev = jax.devices()[0]
-    lines = [
-        f"# Chapter 2 ablations on MinAtar ({args.budget} budget)", "",
-        f"Command: `python benchmarks/ablation_ch2.py {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
-        f"wall time {wall:.0f}s  ",
-        f"Budget: {steps:,} env steps per run, {args.seeds} seeds (0..{args.seeds - 1}), 64 envs, App. 2.E "
+def load_results(path: str, budget: str, steps: int, seeds: int, algos: list) -> dict:
+    """results.json of earlier runs of the same budget, seeds and algos (their games are kept and a
+    game run again is replaced), else a fresh record."""
+    fresh = {"budget": budget, "steps": steps, "seeds": seeds, "algos": algos, "games": {}}
+    if not os.path.exists(path):
+        return fresh
+    with open(path) as f:
+        old = json.load(f)
+    if {k: old.get(k) for k in ("budget", "steps", "seeds", "algos")} != {k: fresh[k] for k in fresh if k != "games"}:
+        print(f"{path}: another budget, seed count or algo list; starting a new record")
+        return fresh
+    return old
+
+
+def write_report(res: dict, out: str) -> str:
+    """results.json and the Markdown tables of every game recorded so far (rewritten after each game)."""
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    algos, seeds = res["algos"], res["seeds"]
+    games = [g for g in GAMES if g in res["games"]]
+    runs = {}  # command -> (games, machine line, wall seconds)
+    for g in games:
+        r = res["games"][g]
+        cmd, machine, wall = runs.get(r["command"], ([], r["machine"], 0.0))
+        runs[r["command"]] = (cmd + [g], machine, wall + r["wall_s"])
+    lines = [f"# Chapter 2 ablations on MinAtar ({res['budget']} budget)", ""]
+    for cmd, (gs, machine, wall) in runs.items():
+        lines.append(f"Command: `{cmd}` ({', '.join(gs)}): {machine}; wall time {wall:.0f}s  ")
+    lines += [
+        f"Budget: {res['steps']:,} env steps per run, {seeds} seeds (0..{seeds - 1}), 64 envs, App. 2.E "
         f"hyper-parameters (ch2_minatar presets), MinAtar network (MLP 256, LSTM 128, FC 2×128).  ",
         "Test: final model of each run on 10 test seeds; μ±σ over test episodes; Best = run with highest μ; "
         "Avg. = mean±std of the runs' μ. vote-5 = majority over 5 sampled activations.", "",
@@ -109,24 +141,55 @@ def write_report(args, out, steps, games, algos, table22, table23, table25, wall
     ]
     for mode in ("map", "vote-5"):
         lines.append(f"| *{mode}* |" + " |" * (2 * len(algos)))
-        for game in [g for g in games if (g, algos[-1]) in table22]:
-            cells = [c for a in algos for c in table22[(game, a)][mode]]
-            lines.append(f"| {game} | " + " | ".join(cells) + " |")
-    if table23:
+        for g in games:
+            lines.append(f"| {g} | " + " | ".join(c for a in algos for c in res["games"][g]["table22"][a][mode]) + " |")
+    sea = res["games"].get("Seaquest", {})
+    if sea.get("table23"):
         lines += ["", "## Table 2.3 form: evaluation schemes on Seaquest (Best / Avg.)", "",
                   "| algo | MAP | vote-1 | vote-5 | vote-50 |", "|---|---|---|---|---|"]
-        for algo, r in table23.items():
+        for algo, r in sea["table23"].items():
             lines.append(f"| {algo} | " + " | ".join(f"{r[m][0]} / {r[m][1]}" for m in ("map", "vote-1", "vote-5", "vote-50")) + " |")
-    if table25:
+    if sea.get("table25"):
+        t25 = sea["table25"]
         lines += ["", "## Table 2.5 form: noise resampled per iteration vs per step, Seaquest, MAP (Best / Avg.)", "",
                   "| algo | per iteration | per step |", "|---|---|---|"]
         for algo in ("noisynet-a3c", "sa3c"):
-            lines.append(f"| {algo} | {' / '.join(table25[(algo, 'iteration')])} | {' / '.join(table25[(algo, 'step')])} |")
-    lines += ["", "Curves: " + ", ".join(f"`curves_{g}.png`" for g in games if (g, algos[-1]) in table22)]
+            if f"{algo}|iteration" in t25 and f"{algo}|step" in t25:
+                lines.append(f"| {algo} | {' / '.join(t25[f'{algo}|iteration'])} | {' / '.join(t25[f'{algo}|step'])} |")
+    lines += ["", "Curves: " + ", ".join(f"`curves_{g}.png`" for g in games)]
     path = os.path.join(out, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def run_game(game: str, algos: list, seeds: int, steps: int, out: str) -> dict:
+    """Every algo on one game: Table 2.2 cells, on Seaquest also Tables 2.3 / 2.5; the curve PNG."""
+    rec = {"table22": {}, "table23": {}, "table25": {}}
+    curves = {}
+    for algo in algos:
+        t = time.time()
+        cfg, trainer, state, metrics, env_steps = train_seeds(algo, ch2_minatar.get_config(game), seeds, steps)
+        curves[algo] = (env_steps, np.asarray(metrics["episode_return"]))
+        per_run = {m: [test_returns(trainer, state.params, s, m) for s in range(seeds)] for m in ("map", "vote-5")}
+        rec["table22"][algo] = {m: best_avg(r) for m, r in per_run.items()}
+        if game == "Seaquest" and cfg.unit != "none":
+            rec["table23"][algo] = {m: best_avg([test_returns(trainer, state.params, s, m) for s in range(seeds)])
+                                    for m in ("map", "vote-1", "vote-5", "vote-50")}
+        print(f"{game:14s} {algo:14s} MAP best {rec['table22'][algo]['map'][0]:>12s} "
+              f"avg {rec['table22'][algo]['map'][1]:>12s}  ({time.time() - t:.0f}s)", flush=True)
+    plot_curves(curves, game, os.path.join(out, f"curves_{game}.png"))
+    if game == "Seaquest":  # Table 2.5: when noise is resampled, both evaluated with MAP
+        for algo, field in (("noisynet-a3c", "weight_noise"), ("sa3c", "activation_noise")):
+            for when in ("iteration", "step"):
+                if when == getattr(registry.make_config(algo), field) and algo in rec["table22"]:
+                    rec["table25"][f"{algo}|{when}"] = rec["table22"][algo]["map"]  # trained above
+                    continue
+                cfg, trainer, state, _, _ = train_seeds(algo, {**ch2_minatar.get_config("Seaquest"), field: when},
+                                                        seeds, steps)
+                rec["table25"][f"{algo}|{when}"] = best_avg([test_returns(trainer, state.params, s, "map")
+                                                             for s in range(seeds)])
+    return rec
 
 
 def main(argv=None) -> int:
@@ -145,39 +208,15 @@ def main(argv=None) -> int:
     steps = BUDGETS[args.budget]
     out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch2_{args.budget}")
     os.makedirs(out, exist_ok=True)
-    t0 = time.time()
-    table22 = {}
-    table23 = {}
-    table25 = {}
+    res = load_results(os.path.join(out, "results.json"), args.budget, steps, args.seeds, algos)
+    dev = jax.devices()[0]
+    machine = f"{dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__}"
     for game in games:
-        curves = {}
-        for algo in algos:
-            t = time.time()
-            cfg, trainer, state, metrics, env_steps = train_seeds(algo, ch2_minatar.get_config(game), args.seeds, steps)
-            curves[algo] = (env_steps, np.asarray(metrics["episode_return"]))
-            per_run = {m: [test_returns(trainer, state.params, s, m) for s in range(args.seeds)]
-                       for m in ("map", "vote-5")}
-            table22[(game, algo)] = {m: best_avg(r) for m, r in per_run.items()}
-            if game == "Seaquest" and (cfg.unit != "none"):
-                table23[algo] = {m: best_avg([test_returns(trainer, state.params, s, m) for s in range(args.seeds)])
-                                 for m in ("map", "vote-1", "vote-5", "vote-50")}
-            print(f"{game:14s} {algo:14s} MAP best {table22[(game, algo)]['map'][0]:>12s} "
-                  f"avg {table22[(game, algo)]['map'][1]:>12s}  ({time.time() - t:.0f}s)", flush=True)
-        plot_curves(curves, game, os.path.join(out, f"curves_{game}.png"))
-        if game == "Seaquest":  # Table 2.5: when noise is resampled, both evaluated with MAP
-            for algo, field in (("noisynet-a3c", "weight_noise"), ("sa3c", "activation_noise")):
-                for when in ("iteration", "step"):
-                    default = getattr(registry.make_config(algo), field)
-                    if when == default and ("Seaquest", algo) in table22:  # already trained above
-                        table25[(algo, when)] = table22[("Seaquest", algo)]["map"]
-                        continue
-                    over = {**ch2_minatar.get_config("Seaquest"), field: when}
-                    cfg, trainer, state, _, _ = train_seeds(algo, over, args.seeds, steps)
-                    table25[(algo, when)] = best_avg([test_returns(trainer, state.params, s, "map")
-                                                      for s in range(args.seeds)])
-        write_report(args, out, steps, games, algos, table22, table23, table25, time.time() - t0)
-
-    path = write_report(args, out, steps, games, algos, table22, table23, table25, time.time() - t0)
+        t0 = time.time()
+        rec = run_game(game, algos, args.seeds, steps, out)
+        res["games"][game] = {**rec, "command": f"python benchmarks/ablation_ch2.py {' '.join(sys.argv[1:])}",
+                              "machine": machine, "wall_s": time.time() - t0}
+        path = write_report(res, out)
     print(open(path).read())
     print(f"wrote {path}")
     return 0

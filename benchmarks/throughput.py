@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --atari [--atari-envs=16] [--algos=a3c,hpa3c]
     python benchmarks/throughput.py --gen [--chunks=3]
     python benchmarks/throughput.py --maze [--maze-envs=256]
+    python benchmarks/throughput.py --loops [--chunks=3]
 
 With ``--gen``: chapter 5's training speed, VAE vs cVAE vs crVAE, as seconds per MNIST epoch
 (50,000 images at batch 64, 28×28 binary images drawn at random: speed does not depend on
@@ -182,6 +183,45 @@ def gen_main(args) -> int:
     return 0
 
 
+def write_results(args, stem: str, lines: list) -> str:
+    """``lines`` as Markdown to ``--out``, or to results/<stem>_<platform>.md; returns the path."""
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"{stem}_{jax.devices()[0].platform}.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+    return out
+
+
+def machine(device) -> str:
+    return f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  "
+
+
+def loops_main(args) -> int:
+    """A3C on the five MinAtar games of the chapter-2 ablation (App. 2.E presets, 64 envs), with the
+    updates of a chunk in one ``lax.scan`` program vs called from Python (``--update-loop``)."""
+    from repthesis.configs import ch2_minatar
+
+    device = jax.devices()[0]
+    rows = []
+    for game in ch2_minatar.GAMES:
+        sps = {}
+        for loop in ("scan", "python"):
+            cfg = registry.make_config("a3c", {**ch2_minatar.get_config(game), "update_loop": loop,
+                                               "val_episodes": 0, "total_env_steps": 1})
+            _, dt = time_chunks(registry.get_algo("a3c").make_train(cfg), args.chunks)
+            sps[loop] = cfg.steps_per_chunk / dt
+        rows.append(f"| {game}-MinAtar | {sps['scan']:.0f} | {sps['python']:.0f} | {sps['python'] / sps['scan']:.2f} |")
+        print(f"{game:14s} scan {sps['scan']:7.0f}  python {sps['python']:7.0f} env-steps/s", flush=True)
+    write_results(args, "throughput_loops", [
+        "# Chapter 2: updates in one scan program vs called from Python", "",
+        f"Command: `python benchmarks/throughput.py --loops --chunks={args.chunks}`  ", machine(device),
+        "A3C, App. 2.E presets (ch2_minatar), 64 envs, chunks of 50 updates, mean of "
+        f"{args.chunks} chunks after a first (compiling) chunk; seed 0.", "",
+        "| env | scan env-steps/s | python env-steps/s | python / scan |", "|---|---|---|---|", *rows])
+    return 0
+
+
 def maze_main(args) -> int:
     """Chapter 3 mazes: random-policy env-steps/s, 256 envs vmapped inside one jitted lax.scan (the
     auto-resetting gymnax step, observations summed so that XLA cannot drop them)."""
@@ -214,17 +254,12 @@ def maze_main(args) -> int:
             best = max(best, n * steps / (time.perf_counter() - t))
         rows.append(f"| {name} | {best / 1e6:.2f} | {int(episodes.sum())} |")
         print(f"{name:34s} {best / 1e6:5.2f}M env-steps/s", flush=True)
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"throughput_maze_{device.platform}.md")
-    lines = ["# Chapter 3 mazes: random-policy env-steps/s", "",
-             f"Command: `python benchmarks/throughput.py --maze --maze-envs={n} --chunks={args.chunks}`  ",
-             f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  ",
-             f"{n} envs vmapped, {steps} steps in one jitted lax.scan (auto-reset, agent-centric 7×7×7 bool "
-             f"observations summed each step), best of {args.chunks} runs after compiling. Target: ≥ 1M env-steps/s.", "",
-             "| env | M env-steps/s | episodes ended in the last run |", "|---|---|---|", *rows]
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    write_results(args, "throughput_maze", [
+        "# Chapter 3 mazes: random-policy env-steps/s", "",
+        f"Command: `python benchmarks/throughput.py --maze --maze-envs={n} --chunks={args.chunks}`  ", machine(device),
+        f"{n} envs vmapped, {steps} steps in one jitted lax.scan (auto-reset, agent-centric 7×7×7 bool "
+        f"observations summed each step), best of {args.chunks} runs after compiling. Target: ≥ 1M env-steps/s.", "",
+        "| env | M env-steps/s | episodes ended in the last run |", "|---|---|---|", *rows])
     return 0
 
 
@@ -237,10 +272,13 @@ def main(argv=None) -> int:
     p.add_argument("--atari-envs", type=int, default=16)
     p.add_argument("--gen", action="store_true", help="chapter 5: VAE / cVAE / crVAE seconds per MNIST epoch")
     p.add_argument("--maze", action="store_true", help="chapter 3: maze env-steps/s under a random policy")
+    p.add_argument("--loops", action="store_true", help="chapter 2: A3C per MinAtar game, scan vs Python update loop")
     p.add_argument("--maze-envs", type=int, default=256)
     args = p.parse_args(argv)
     if args.gen:
         return gen_main(args)
+    if args.loops:
+        return loops_main(args)
     if args.maze:
         return maze_main(args)
     algos = [a for a in args.algos.split(",") if a]

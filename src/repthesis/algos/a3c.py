@@ -66,7 +66,7 @@ class A3CConfig(RolloutBudget):
     checkpoint_every: int = 4  # chunks between checkpoints (the last chunk always checkpoints)
     val_episodes: int = 8  # episodes on the validation seed at each checkpoint (MAP policy)
     val_max_steps: int = 0  # validation episodes cut after this many agent steps (0: the env's own limit)
-    update_loop: str = "auto"  # updates of a chunk: scan (one program) | python | auto (python on CPU with a CNN)
+    update_loop: str = "auto"  # updates of a chunk: scan (one program) | python | auto (python on CPU)
 
     def __post_init__(self):
         check_fields(
@@ -83,8 +83,11 @@ class A3CConfig(RolloutBudget):
 
     @property
     def python_update_loop(self) -> bool:
-        """XLA:CPU runs convolution gradients several times slower inside loops (jax-ml/jax#12868)."""
-        return parallel.python_update_loop(self.update_loop, has_conv=self.torso != "mlp")
+        """On CPU, updates run from Python: inside a scan over updates XLA:CPU runs convolution
+        gradients several times slower (jax-ml/jax#12868), and A3C on Freeway-MinAtar and
+        SpaceInvaders-MinAtar at 2.3-2.5× fewer env-steps/s (Breakout, Asterix, Seaquest: 5-15%
+        more); measured with ``benchmarks/throughput.py --loops``."""
+        return parallel.python_update_loop(self.update_loop)
 
 
 @flax.struct.dataclass

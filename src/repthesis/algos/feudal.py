@@ -278,6 +278,9 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         ``s`` is a dict of the per-env fields of FeudalState; returns (new s, transition)."""
         k_m, k_w, k_env = jax.random.split(key, 3)
         pos = s["env_state"].pos
+        # The Manager runs every step and its result is kept only where it decides: vmapped over
+        # envs a cond becomes a select of both branches, and with c = 20 some env of 64 decides at
+        # nearly every step, so skipping it where no env decides would save almost nothing.
         carry_new, h = mp(params, s["carry"], s["obs"], pos, s["reset"], method=Manager.step)
         goal, n_idx, narrow, _, _, _ = manager_logits(params, consts, h, k_m, greedy)
         decide = s["need_goal"]

@@ -138,7 +138,7 @@ def chunk_runner(step, init, cfg: VAEConfig, mesh, data):
     a program argument; ``place`` lays a state out as ``run_chunk`` returns it."""
     specs = jax.tree.map(lambda _: P(), jax.eval_shape(init, jax.random.PRNGKey(0)))
     run_chunk, _ = parallel.chunk_programs(step, cfg.steps_per_chunk, lambda m: jax.tree.map(jnp.mean, m), mesh,
-                                           specs, parallel.python_update_loop(cfg.update_loop, has_conv=True), data)
+                                           specs, parallel.python_update_loop(cfg.update_loop), data)
     shardings = parallel.to_shardings(mesh, specs)
     return run_chunk, lambda state: jax.device_put(state, shardings)
 

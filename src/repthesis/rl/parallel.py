@@ -121,9 +121,10 @@ def chunk_programs(update: Callable, n: int, summarise: Callable, mesh: Mesh, sp
 UPDATE_LOOPS = ("auto", "scan", "python")  # how a chunk runs its updates (``chunk_programs``)
 
 
-def python_update_loop(update_loop: str, has_conv: bool) -> bool:
-    """Whether a chunk loops its updates from Python: 'python', or 'auto' for a network with
-    convolutions on CPU, where XLA runs their gradients slowly inside loops (jax-ml/jax#12868)."""
+def python_update_loop(update_loop: str) -> bool:
+    """Whether a chunk loops its updates from Python: 'python', or 'auto' on CPU, where XLA runs
+    convolution gradients (jax-ml/jax#12868) and some gymnax env steps (``throughput.py --loops``)
+    several times slower inside a loop body."""
     if update_loop == "auto":
-        return has_conv and jax.default_backend() == "cpu"
+        return jax.default_backend() == "cpu"
     return update_loop == "python"
