@@ -44,7 +44,7 @@ def train_seeds(algo: str, overrides: dict, seeds: int, steps: int):
     cfg = registry.make_config(algo, {**overrides, "total_env_steps": steps, "val_episodes": 0})
     trainer = registry.get_algo(algo).make_train(cfg)
     # Seeds run one after another, each chunk by chunk as the CLI trains (on CPU the updates are
-    # called from Python: XLA:CPU runs some MinAtar steps 3-4× slower inside a scan over updates,
+    # called from Python: XLA:CPU runs A3C on Freeway and SpaceInvaders 2.3-2.5× slower inside a scan over updates,
     # see ``throughput.py --loops``). jax.vmap over seeds, the PureJaxRL way, intermittently hung
     # with jax 0.10.2 on CPU.
     runs = []

@@ -150,6 +150,20 @@ def atari_rows(algos, num_envs: int, chunks: int) -> list[str]:
     return rows
 
 
+def write_results(args, stem: str, lines: list) -> str:
+    """``lines`` as Markdown to ``--out``, or to results/<stem>_<platform>.md; returns the path."""
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"{stem}_{jax.devices()[0].platform}.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+    return out
+
+
+def machine(device) -> str:
+    return f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  "
+
+
 def gen_main(args) -> int:
     import numpy as np
 
@@ -169,32 +183,14 @@ def gen_main(args) -> int:
                   f"{epoch_steps / sps:.3g} s/epoch", flush=True)
     ratios = {w: per[(w, "crvae")] / per[(w, "vae")] for w in (32, 16)}
     lines = ["# Chapter 5 training speed: seconds per MNIST epoch", "",
-             f"Command: `python benchmarks/throughput.py --gen --chunks={args.chunks}`  ",
-             f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  ",
+             f"Command: `python benchmarks/throughput.py --gen --chunks={args.chunks}`  ", machine(device),
              "50,000 random binary 28×28 images, batch 64, Adam; latent 4×4×16 for every model, crVAE T = 8, "
              f"LSTM 256; {args.chunks} timed chunks of 100 steps after a first (compiling) chunk; seed 0.", "",
              "| model | conv width | first chunk incl. compile (s) | steps/s | s/epoch |", "|---|---|---|---|---|", *rows, "",
              *(f"crVAE / VAE epoch time at width {w}: {r:.2f}× (target ≤ 1.5×)." for w, r in ratios.items())]
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"throughput_gen_{device.platform}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines[-2:]) + f"\nwrote {out}")
+    print("\n".join(lines[-2:]))
+    write_results(args, "throughput_gen", lines)
     return 0
-
-
-def write_results(args, stem: str, lines: list) -> str:
-    """``lines`` as Markdown to ``--out``, or to results/<stem>_<platform>.md; returns the path."""
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"{stem}_{jax.devices()[0].platform}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"wrote {out}")
-    return out
-
-
-def machine(device) -> str:
-    return f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  "
 
 
 def loops_main(args) -> int:
@@ -287,21 +283,15 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     if args.atari:
         algos = algos if args.algos != ",".join(registry.names("rl", family="a3c")) else ["a3c", "hpa3c"]
-        out = args.out or os.path.join(os.path.dirname(__file__), "results", f"throughput_atari_{device.platform}.md")
         rows = atari_rows(algos, args.atari_envs, args.chunks)
-        lines = [
+        write_results(args, "throughput_atari", [
             "# Chapter 2 training throughput on Atari (envpool XLA handle)", "",
             f"Command: `python benchmarks/throughput.py --atari --atari-envs={args.atari_envs} --chunks={args.chunks}`  ",
-            f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  ",
+            machine(device),
             f"Env: atari:Breakout, {args.atari_envs} envs, frame skip U{{2,3,4}}, 80×80 normalised frames; "
             "network: slim CNN (Table 2.G.2) → LSTM 512 → FC 2×512; t_max 20; chunks of 2 updates; seed 0.", "",
-            "| configuration | compile (s, approx.) | agent-steps/s |", "|---|---|---|", *rows, ""]
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            f.write("\n".join(lines))
-        print(f"wrote {out}")
+            "| configuration | compile (s, approx.) | agent-steps/s |", "|---|---|---|", *rows])
         return 0
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"throughput_{device.platform}.md")
     peak = matmul_peak()
     print(f"device: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; "
           f"matmul peak {peak / 1e9:.0f} GFLOP/s")
@@ -332,10 +322,8 @@ def main(argv=None) -> int:
         lines.append(f"| {r['name']} | {r['compile_s']:.1f} | {r['sps']:.0f} | {r['flops_per_s'] / 1e9:.1f} | "
                      f"{100 * r['flops_per_s'] / peak:.1f} |")
     lines += ["", f"HPA3C cost relative to A3C: {ratio:.2f}× (target ≤ 1.2×)."]
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"HPA3C/A3C cost: {ratio:.2f}x\nwrote {out}")
+    print(f"HPA3C/A3C cost: {ratio:.2f}x")
+    write_results(args, "throughput", lines)
     return 0
 
 

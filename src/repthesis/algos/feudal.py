@@ -230,11 +230,11 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
     env_params = env.default_params
     walls, side = env.walls, env.side
     encoder = None
-    if cfg.pi_g_init or (cfg.wide_narrow and cfg.waypoints == "random"):
+    if cfg.pi_g_init or cfg.waypoints == "random":  # (random waypoints imply wide_narrow: FeudalConfig)
         graph_trainer, graph_state = world_graph.load_run(cfg.graph)
         if cfg.pi_g_init:  # its width is GoalPolicy.hidden = cfg.hidden, as check_graph required
             encoder = graph_state.params["policy"]["params"]["encoder"]
-        if cfg.wide_narrow and cfg.waypoints == "random":  # V_rand (Table 3.3): as many random cells, edges as §3.3.3
+        if cfg.waypoints == "random":  # V_rand (Table 3.3): as many random cells, edges as §3.3.3
             graph = world_graph.random_graph(graph_trainer, graph_state, len(graph.waypoints), env_seed)
     consts = wg.goal_tables(graph, walls, cfg.narrow, cfg.traversal)
     k_goals = int(consts.waypoints.shape[0])
@@ -356,8 +356,9 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
             return (s, ret_sum, episodes, exits), (traj, stats)
 
         zeros = jnp.zeros_like(state.episode_return)
+        agents = {f: getattr(state, f) for f in _BATCHED}
         (s, ret_sum, episodes, exits), (traj, stats) = jax.lax.scan(
-            step, ({f: getattr(state, f) for f in _BATCHED}, zeros, zeros.astype(jnp.int32), zeros.astype(jnp.int32)), jnp.arange(cfg.rollout_len))
+            step, (agents, zeros, zeros.astype(jnp.int32), zeros.astype(jnp.int32)), jnp.arange(cfg.rollout_len))
         return state.replace(**s), traj, (ret_sum, episodes, exits), stats
 
     def manager_unroll(params, carry0, traj: Trajectory, last, consts: wg.GoalTables):
