@@ -63,6 +63,16 @@ def test_reset_zeroes_the_memory():
     assert not np.allclose(continued.logits, fresh.logits)
 
 
+def test_hp_starts_with_the_prior_variance():
+    """f_var's bias starts at the prior's log σ², so HPA3C's first activation noise is the SA3C scale
+    (a zero bias, σ_t ≈ 1, learned much more slowly on Breakout-MinAtar)."""
+    net, params = make(unit="hp", log_var=-6.0)
+    h = jnp.tanh(jnp.linspace(-2, 2, 5 * 8).reshape(5, 8))
+    draws = net.apply(params, h, True, method=net.draw)
+    assert draws.log_var.shape == (5, 8)
+    assert abs(float(jnp.mean(draws.log_var)) + 6.0) < 0.5
+
+
 @pytest.mark.parametrize("placement", ["value", "policy"])
 def test_placement_routes_noise_to_one_head_only(placement):
     net, params = make(unit="sa", placement=placement, log_var=0.0)
