@@ -10,7 +10,8 @@ thesis's form (Table 2.2: Best / Avg. over runs; Table 2.3: MAP vs vote-1/5/50; 
 per-iteration vs per-step noise for NoisyNet-A3C and SA3C) and learning
 curves (median and range over seeds) as PNGs, into ``benchmarks/results/ablation_ch2_<budget>/``.
 Tables 2.3 and 2.5 are on ``--detail-game``: the thesis's Seaquest by default (at the ``cpu``
-budget A3C's MAP policy scored 0 on Seaquest-MinAtar in all 3 runs, so that command uses Freeway).
+budget every algorithm's MAP policy scored 0 on Seaquest-MinAtar in all 3 runs, so that command uses
+Freeway).
 Each game's results are kept in ``results.json``: a later run of the same budget, seeds and algos
 with other ``--games`` adds to the tables (a game run again is replaced).
 Differences from the thesis protocol: no per-checkpoint validation selection (final models),
