@@ -14,7 +14,9 @@
    WN + π_g init + traversal) and Table 3.3 (learned V_p vs random V_rand, both with π_g init and
    traversal), mean ± std over seeds of each seed's test score; ``curves_<size>.png``: validation
    score over training (mean and std over seeds, Fig. 3.4); ``results.json``. Rewritten after
-   every run, so a partial run already reports.
+   every run, so a partial run already reports. A later run with the same budget and seeds keeps
+   the task × column cells it does not run (each with the command that produced it); a cell run
+   again is replaced.
 """
 
 from __future__ import annotations
@@ -141,13 +143,29 @@ def fmt(v):
     return f"{np.mean(v):.2f}±{np.std(v):.2f}" if len(v) else "–"
 
 
-def write_report(args, out, budget, results, wall, command=None, graphs=None) -> str:
+def machine() -> str:
     dev = jax.devices()[0]
-    command = command or f"python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}"
-    lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget)", "",
-             f"Command: `{command}`  ",
-             f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
-             f"wall time {wall:.0f}s  ",
+    return f"{dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}"
+
+
+def present(results) -> tuple[list, list]:
+    """The maze sizes and tasks that ``results`` (keys 'size task column') holds, in the package's order."""
+    keys = [k.split() for k in results]
+    return ([s for s in maze.SIZES if any(k[0] == s for k in keys)],
+            [t for t in maze.TASKS if any(k[1] == t for k in keys)])
+
+
+def write_report(args, out, budget, results, commands, graphs=None) -> str:
+    """results.md and results.json of every task recorded; ``commands``: the runs that produced them."""
+    sizes, tasks = present(results)
+    lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget)", ""]
+    for r in commands:
+        cells = {}  # "size task" -> its columns run by this command
+        for key in r["cells"]:
+            cells.setdefault(key.rsplit(" ", 1)[0], []).append(key.rsplit(" ", 1)[1])
+        done = "; ".join(f"{t}: {'all columns' if set(cs) == set(COLUMNS) else ', '.join(cs)}" for t, cs in cells.items())
+        lines.append(f"Command: `{r['command']}` ({done}): {r['machine']}; wall time {r['wall_s']:.0f}s  ")
+    lines += [
              f"Budget: phase 1 {budget['graph_iterations']} iterations {' '.join(budget['graph_options'])} (seed 0, one "
              f"graph per maze size); phase 2 "
              f"{budget['steps']:,} env steps per run ({budget['num_envs']} envs × 60-step rollouts), seeds "
@@ -155,10 +173,10 @@ def write_report(args, out, budget, results, wall, command=None, graphs=None) ->
              f"tested on 100 episodes.  ",
              "Score: episode reward (MultiGoal tasks) or success rate (Door-Key), mean ± std over seeds of each "
              "seed's test mean; actions sampled from the policies. Thesis numbers in brackets (small maze only).", ""]
-    for size in args.sizes:
+    for size in sizes:
         lines += [f"## Table 3.2, {size} maze", "",
                   "| task | " + " | ".join(COLUMNS[c][0] for c in TABLE_32) + " |", "|---" * (len(TABLE_32) + 1) + "|"]
-        for task in args.tasks:
+        for task in tasks:
             cells = []
             for i, c in enumerate(TABLE_32):
                 runs = results.get(f"{size} {task} {c}", [])
@@ -166,10 +184,10 @@ def write_report(args, out, budget, results, wall, command=None, graphs=None) ->
                 cells.append(fmt([r["test"] for r in runs]) + (f" [{thesis or 'failed'}]" if size == "small" else ""))
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines += ["", f"## Table 3.3, {size} maze (both with π_g init and traversal)", "",
-                  "| waypoints | " + " | ".join(args.tasks) + " |", "|---" * (len(args.tasks) + 1) + "|"]
+                  "| waypoints | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
         for label, c in (("learned V_p", "wn-init-trav"), ("random V_rand", "wn-rand")):
             lines.append(f"| {label} | " + " | ".join(fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
-                                                      for t in args.tasks) + " |")
+                                                      for t in tasks) + " |")
         lines.append("")
     lines += ["Ordering the thesis claims (per task, mean test score): π_g init + traversal ≥ either alone ≥ "
               "baselines (A2C, FN).", ""]
@@ -181,17 +199,17 @@ def write_report(args, out, budget, results, wall, command=None, graphs=None) ->
             return f"not resolved ({ma:.2f} vs {mb:.2f}, within one seed std)"
         return f"{'holds' if ma >= mb else 'does NOT hold'} ({ma:.2f} vs {mb:.2f})"
 
-    for size in args.sizes:
-        for task in args.tasks:
-            runs = {c: [r["test"] for r in results[f"{size} {task} {c}"]]
-                    for c in TABLE_32 if results.get(f"{size} {task} {c}")}
-            if len(runs) == len(TABLE_32):
-                mean = {c: np.mean(v) for c, v in runs.items()}
+    for size in sizes:
+        for task in tasks:
+            scores = {c: [r["test"] for r in results[f"{size} {task} {c}"]]
+                      for c in TABLE_32 if results.get(f"{size} {task} {c}")}
+            if len(scores) == len(TABLE_32):
+                mean = {c: np.mean(v) for c, v in scores.items()}
                 alone = min(("wn-init", "wn-trav"), key=mean.get)  # the weaker: "≥ either" needs both
                 better_alone = max(("wn-init", "wn-trav"), key=mean.get)
                 base = max(("a2c", "fn"), key=mean.get)
-                lines.append(f"- {size} {task}: both ≥ either alone: {compare(runs['wn-init-trav'], runs[better_alone])}; "
-                             f"either alone ≥ baselines: {compare(runs[alone], runs[base])}")
+                lines.append(f"- {size} {task}: both ≥ either alone: {compare(scores['wn-init-trav'], scores[better_alone])}; "
+                             f"either alone ≥ baselines: {compare(scores[alone], scores[base])}")
     if graphs:
         lines += ["", "Phase 1 (world graph per maze size, last logged chunk of `--algo=world-graph`; uniform "
                   "action reconstruction is 1.39 nats; μ0 = 5 of 24 states targeted):", "",
@@ -200,13 +218,13 @@ def write_report(args, out, budget, results, wall, command=None, graphs=None) ->
         lines += [f"| {size} | {g['iterations']} | {g['recon']:.3f} | {g['action_accuracy']:.3f} | {g['selected']:.1f} | "
                   f"{g['waypoints']} | {g['edges']} |" for size, g in graphs.items()]
         lines += ["", "Graphs: " + ", ".join(f"`graph_{s}.png`" for s in graphs)]
-    lines += ["", "Curves: " + ", ".join(f"`curves_{s}.png`" for s in args.sizes)]
+    lines += ["", "Curves: " + ", ".join(f"`curves_{s}.png`" for s in sizes)]
     path = os.path.join(out, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"budget": budget, "seeds": args.seeds, "wall_s": wall, "command": command, "graphs": graphs,
-                   "results": results}, f, indent=1)
+        json.dump({"budget": budget, "seeds": args.seeds, "runs": commands, "graphs": graphs, "results": results}, f,
+                  indent=1)
     return path
 
 
@@ -216,10 +234,11 @@ def plot(out, args, results) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for size in args.sizes:
-        fig, axes = plt.subplots(1, len(args.tasks), figsize=(4.2 * len(args.tasks), 3.4), squeeze=False)
-        for ax, task in zip(axes[0], args.tasks):
-            for c in args.columns:
+    sizes, tasks = present(results)
+    for size in sizes:
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            for c in COLUMNS:
                 runs = results.get(f"{size} {task} {c}", [])
                 if not runs:
                     continue
@@ -266,14 +285,23 @@ def main(argv=None) -> int:
         with open(os.path.join(out, "results.json")) as f:
             saved = json.load(f)
         plot(out, args, saved["results"])
-        graphs = saved.get("graphs") or {size: graph_summary(size, os.path.join(out, "graphs", size), out)
-                                         for size in args.sizes
-                                         if os.path.exists(os.path.join(out, "graphs", size, "graph.json"))}
-        path = write_report(args, out, saved["budget"], saved["results"], saved.get("wall_s", 0.0),
-                            saved.get("command"), graphs)
+        path = write_report(args, out, saved["budget"], saved["results"], saved["runs"], saved.get("graphs"))
         print(open(path).read())
         return 0
-    t0, results, graphs = time.time(), {}, {}
+    t0, results, graphs, commands = time.time(), {}, {}, []
+    path = os.path.join(out, "results.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if (saved["budget"], saved["seeds"]) == (budget, args.seeds):
+            mine = {f"{s} {t} {c}" for s in args.sizes for t in args.tasks for c in args.columns}  # run again
+            results = {k: v for k, v in saved["results"].items() if k not in mine}
+            commands = [{**r, "cells": [k for k in r["cells"] if k not in mine]} for r in saved["runs"]]
+            commands, graphs = [r for r in commands if r["cells"]], saved.get("graphs") or {}
+        else:
+            print(f"{path}: another budget or seed count; starting a new record")
+    commands.append({"command": f"python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}", "machine": machine(),
+                 "cells": [f"{s} {t} {c}" for s in args.sizes for t in args.tasks for c in args.columns], "wall_s": 0.0})
     for size in args.sizes:
         graph = build_graph(size, budget["graph_iterations"], budget["graph_options"], out)
         graphs[size] = graph_summary(size, graph, out)
@@ -289,9 +317,11 @@ def main(argv=None) -> int:
                     results.setdefault(f"{size} {task} {c}", []).append(r)
                     print(f"{size} {task:22s} {header:36s} seed {seed}: test {r['test']:.3f} (best val "
                           f"{r['best_val']:.3f}, {r['train_s']:.0f}s, {r['sps']:.0f} steps/s)", flush=True)
-                    write_report(args, out, budget, results, time.time() - t0, graphs=graphs)
+                    commands[-1]["wall_s"] = time.time() - t0
+                    write_report(args, out, budget, results, commands, graphs)
                     plot(out, args, results)
-    path = write_report(args, out, budget, results, time.time() - t0, graphs=graphs)
+    commands[-1]["wall_s"] = time.time() - t0
+    path = write_report(args, out, budget, results, commands, graphs)
     print(open(path).read())
     print(f"wrote {path}")
     return 0

@@ -201,3 +201,40 @@ def test_masked_choice_never_picks_a_masked_goal_and_scores_by_hand():
     np.testing.assert_allclose(np.mean(np.asarray(samples) == 0), p[0], atol=0.03)
     scored = masked_choice(logits, ok, None, False, jnp.int32(0))  # scoring a given choice
     np.testing.assert_allclose(scored[1], np.log(p[0]), rtol=1e-6)
+
+
+def test_a_traversal_cut_short_by_the_door_hands_over_to_the_worker(graph_dir):
+    """Door-Key: an edge learned without the door's wall can be blocked at its first move. The replay
+    stops after that one step and the Worker acts for the rest of the goal (restarting the replay
+    from the same waypoint at every step stalled the agent there until the episode ended)."""
+    trainer = make("feudal-wn", graph_dir, env="maze-small-door-key", pi_g_init=False, rollout_len=8)
+    env, c = trainer.env, trainer.consts
+    waypoints, route_len = np.asarray(c.waypoints), np.asarray(c.route_len)
+    first_move = np.asarray(c.route_actions)[:, :, 0]
+    case = None
+    for k in range(len(env.doors)):
+        closed = np.asarray(env.layouts[k]).copy()
+        closed[tuple(env.doors[k])] = True
+        for w, g in zip(*np.nonzero(route_len > 0)):
+            start = waypoints[w]
+            if w != g and not closed[tuple(start)] and closed[tuple(start + maze.MOVES[first_move[w, g]])]:
+                case = (k, w, g)
+                break
+        if case:
+            break
+    assert case is not None, "no door-key layout blocks the first move of a graph route"
+    k, w, g = case
+    state = trainer.init(jax.random.PRNGKey(0))
+    b = trainer.cfg.num_envs
+    env_state = state.env_state.replace(layout=jnp.full(b, k, jnp.int32), pos=jnp.tile(jnp.asarray(waypoints[w]), (b, 1)),
+                                        door=jnp.tile(jnp.asarray(env.doors[k]), (b, 1)))
+    state = state.replace(env_state=env_state, need_goal=jnp.zeros(b, bool), goal=jnp.full(b, g, jnp.int32),
+                          narrow=jnp.tile(jnp.asarray(waypoints[g]), (b, 1)), wide_met=jnp.zeros(b, bool))
+    _, traj, _, _ = trainer.rollout(state, jax.random.split(jax.random.PRNGKey(1), b), c)
+    acted = np.asarray(traj.worker_acted)
+    assert not acted[0].any()  # the replay is tried once, and is blocked: nobody moved
+    np.testing.assert_array_equal(np.asarray(traj.pos)[1], np.tile(waypoints[w], (b, 1)))
+    decided = np.asarray(traj.decided)
+    for e in range(b):  # until the Manager's next goal, every step is the Worker's
+        end = 1 + (np.argmax(decided[1:, e]) if decided[1:, e].any() else len(decided) - 1)
+        assert acted[1:end, e].all()

@@ -154,7 +154,7 @@ class FeudalState:
     since: jax.Array  # [B] Worker steps on the current goal
     need_goal: jax.Array  # [B] the Manager emits a goal at the next step
     trav_from: jax.Array  # [B] waypoint the running traversal started on
-    trav_step: jax.Array  # [B] actions of it done
+    trav_step: jax.Array  # [B] actions replayed for the current goal
     trav_len: jax.Array  # [B] its length (0: no traversal)
     env_rng: jax.Array  # [B, 2]
     episode_return: jax.Array  # [B]
@@ -291,13 +291,15 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         wide_met = jnp.where(decide, jnp.all(pos == consts.waypoints[goal]), s["wide_met"])
         since = jnp.where(decide, 0, s["since"])
         trav_len = jnp.where(decide, 0, s["trav_len"])
-        trav_step, trav_from = s["trav_step"], s["trav_from"]
-        # §3.4.3: on a waypoint with a route to the unmet wide goal, start replaying it
+        trav_step = jnp.where(decide, 0, s["trav_step"])
+        trav_from = s["trav_from"]
+        # §3.4.3: on a waypoint with a route to the unmet wide goal, start replaying it, once per goal
+        # (trav_step = 0: none yet). A replay cut short (Door-Key's closed door on an edge learned
+        # without it) hands over to the Worker; restarting it would stall the agent on the waypoint.
         here = consts.waypoint_at[pos[0], pos[1]]
         route = consts.route_len[jnp.maximum(here, 0), goal]
-        start = (trav_len == 0) & ~wide_met & (here >= 0) & (here != goal) & (route > 0) & cfg.traversal
+        start = (trav_step == 0) & ~wide_met & (here >= 0) & (here != goal) & (route > 0) & cfg.traversal
         trav_from = jnp.where(start, here, trav_from)
-        trav_step = jnp.where(start, 0, trav_step)
         trav_len = jnp.where(start, route, trav_len)
         traversing = trav_len > 0
         offsets = worker_offsets(consts, goal, narrow, pos)
