@@ -228,7 +228,7 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
     return path
 
 
-def plot(out, args, results) -> None:
+def plot(out, results) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,24 +284,24 @@ def main(argv=None) -> int:
     if args.report_only:
         with open(os.path.join(out, "results.json")) as f:
             saved = json.load(f)
-        plot(out, args, saved["results"])
+        plot(out, saved["results"])
         path = write_report(args, out, saved["budget"], saved["results"], saved["runs"], saved.get("graphs"))
         print(open(path).read())
         return 0
     t0, results, graphs, commands = time.time(), {}, {}, []
+    mine = [f"{s} {t} {c}" for s in args.sizes for t in args.tasks for c in args.columns]  # this run's cells
     path = os.path.join(out, "results.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         if (saved["budget"], saved["seeds"]) == (budget, args.seeds):
-            mine = {f"{s} {t} {c}" for s in args.sizes for t in args.tasks for c in args.columns}  # run again
             results = {k: v for k, v in saved["results"].items() if k not in mine}
             commands = [{**r, "cells": [k for k in r["cells"] if k not in mine]} for r in saved["runs"]]
             commands, graphs = [r for r in commands if r["cells"]], saved.get("graphs") or {}
         else:
             print(f"{path}: another budget or seed count; starting a new record")
     commands.append({"command": f"python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}", "machine": machine(),
-                 "cells": [f"{s} {t} {c}" for s in args.sizes for t in args.tasks for c in args.columns], "wall_s": 0.0})
+                     "cells": mine, "wall_s": 0.0})
     for size in args.sizes:
         graph = build_graph(size, budget["graph_iterations"], budget["graph_options"], out)
         graphs[size] = graph_summary(size, graph, out)
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
                           f"{r['best_val']:.3f}, {r['train_s']:.0f}s, {r['sps']:.0f} steps/s)", flush=True)
                     commands[-1]["wall_s"] = time.time() - t0
                     write_report(args, out, budget, results, commands, graphs)
-                    plot(out, args, results)
+                    plot(out, results)
     commands[-1]["wall_s"] = time.time() - t0
     path = write_report(args, out, budget, results, commands, graphs)
     print(open(path).read())
