@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -33,6 +32,7 @@ import numpy as np
 from repthesis import registry
 from repthesis.configs import ch2_minatar
 from repthesis.rl.evaluation import runner_for
+from repthesis.utils.logging import machine_description
 
 BUDGETS = {  # env steps per run
     "smoke": 64_000,
@@ -216,8 +216,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch2_{args.budget}")
     os.makedirs(out, exist_ok=True)
     res = load_results(os.path.join(out, "results.json"), args.budget, steps, args.seeds, algos)
-    dev = jax.devices()[0]
-    machine = f"{dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__}"
+    machine = machine_description()
     for game in games:
         t0 = time.time()
         rec = run_game(game, algos, args.seeds, steps, out, game == args.detail_game)

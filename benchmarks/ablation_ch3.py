@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -34,6 +33,7 @@ import numpy as np
 from repthesis import registry, train
 from repthesis.envs import maze
 from repthesis.rl.evaluation import runner_for
+from repthesis.utils.logging import machine_description
 
 BUDGETS = {  # phase-1 iterations (+ options), phase-2 env steps per run, envs, updates per chunk, chunks between validations
     "smoke": dict(graph_iterations=20, graph_options=["--batch-size=32", "--waypoint-warmup=5", "--edge-walks=8"],
@@ -141,11 +141,6 @@ def train_one(algo, overrides, budget, seed, trainer=None):
 
 def fmt(v):
     return f"{np.mean(v):.2f}±{np.std(v):.2f}" if len(v) else "–"
-
-
-def machine() -> str:
-    dev = jax.devices()[0]
-    return f"{dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}"
 
 
 def present(results) -> tuple[list, list]:
@@ -300,7 +295,7 @@ def main(argv=None) -> int:
             commands, graphs = [r for r in commands if r["cells"]], saved.get("graphs") or {}
         else:
             print(f"{path}: another budget or seed count; starting a new record")
-    commands.append({"command": f"python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}", "machine": machine(),
+    commands.append({"command": f"python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}", "machine": machine_description(),
                      "cells": mine, "wall_s": 0.0})
     for size in args.sizes:
         graph = build_graph(size, budget["graph_iterations"], budget["graph_options"], out)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from repthesis import data, registry
 from repthesis.evaluate import NLL_BINARISATION_SEED, TEST_SEED_OFFSET, test_set
+from repthesis.utils.logging import machine_description
 
 BUDGETS = {  # optimiser steps per run, conv width, NLL samples K, test images (0 = all 10,000)
     "smoke": dict(steps=20, width=8, samples=10, test_images=100),
@@ -78,12 +78,10 @@ def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, tes
 
 
 def write_report(args, out, budget, rows, results, wall) -> str:
-    dev = jax.devices()[0]
     lines = [
         f"# Table 5.B.1 form: NLL on binarised MNIST ({args.budget} budget)", "",
         f"Command: `python benchmarks/ablation_ch5.py {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {dev.platform}, {os.cpu_count()} CPU cores, {platform.machine()}; jax {jax.__version__}; "
-        f"wall time {wall:.0f}s  ",
+        f"Machine: {machine_description()}; wall time {wall:.0f}s  ",
         f"Budget: {budget['steps']:,} Adam steps (lr 1e-3, batch 64) per run, conv width {budget['width']}, "
         f"seeds 0..{args.seeds - 1}; NLL by importance sampling with K = {budget['samples']:,} per image on "
         f"{budget['test_images'] or 10_000:,} test images binarised once (seed {NLL_BINARISATION_SEED}).  ",

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repthesis import registry
+from repthesis.utils.logging import machine_description
 
 ENV = "Breakout-MinAtar"
 BASE = dict(env=ENV, num_envs=64, rollout_len=20, updates_per_chunk=50, val_episodes=0)
@@ -161,7 +161,7 @@ def write_results(args, stem: str, lines: list) -> str:
 
 
 def machine(device) -> str:
-    return f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; jax {jax.__version__}  "
+    return f"Machine: {machine_description(device)}  "
 
 
 def gen_main(args) -> int:
@@ -309,8 +309,7 @@ def main(argv=None) -> int:
         "# Chapter 2 training throughput",
         "",
         f"Command: `python benchmarks/throughput.py --chunks={args.chunks}`  ",
-        f"Machine: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}; "
-        f"jax {jax.__version__}; matmul peak (2048² f32) {peak / 1e9:.0f} GFLOP/s  ",
+        f"Machine: {machine_description(device)}; matmul peak (2048² f32) {peak / 1e9:.0f} GFLOP/s  ",
         f"Env: {ENV}, 64 envs, t_max 20, chunks of 50 updates (64,000 env steps), median of {args.chunks} "
         f"timed chunks after a warm-up chunk; seed 0; "
         f"training network MLP 256 → LSTM 128 → FC 2×128 unless stated.",

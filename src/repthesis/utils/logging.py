@@ -1,10 +1,23 @@
-"""Metrics of a run: CSV (the source of truth), TensorBoard events and a curve PNG."""
+"""Metrics of a run: CSV (the source of truth), TensorBoard events and a curve PNG; the machine
+line of benchmark reports."""
 
 from __future__ import annotations
 
 import csv
 import math
 import os
+import platform
+
+
+def machine_description(device=None) -> str:
+    """'<device kind> (<platform>, unless the same), <n> CPU cores, <arch>; jax <version>': the line
+    every benchmark report states its figures against (``device``: the first JAX device unless given)."""
+    import jax
+
+    device = device or jax.devices()[0]
+    kind = device.device_kind if device.device_kind == device.platform else f"{device.device_kind} ({device.platform})"
+    return (f"{kind}, {os.cpu_count()} CPU cores, "
+            f"{platform.processor() or platform.machine()}; jax {jax.__version__}")
 
 
 class MetricsLog:
