@@ -100,13 +100,21 @@ def test_feature_targets_are_labels_or_the_four_rotations():
 
 
 def test_stage2_learns_its_perceptual_target():
-    trainer, state = make(perceptual_weight=10.0, feature_steps=100, learning_rate=1e-3, steps_per_chunk=25)
+    # γ = 100: the perceptual term leads G's loss. Without it (γ = 0) the adversarial game alone
+    # moves this distance 0.33 → 1.61, 0.26, 0.78, 0.25 over the same four chunks.
+    trainer, state = make(perceptual_weight=100.0, feature_steps=100, learning_rate=1e-3, steps_per_chunk=25)
     state = trainer.prepare(state)
-    perceptual = []
+    _, s1 = stage1()
+    x, key = jnp.asarray(make_shapes(64, 32, 0)), jax.random.PRNGKey(7)  # one fixed batch, fixed draws
+
+    def perceptual(state):
+        return float(trainer.losses(state.params, state.features, s1, x, key)[1]["perceptual"])
+
+    before, after = perceptual(state), []
     for _ in range(4):
-        state, metrics = trainer.run_chunk(state)
-        perceptual.append(float(metrics["perceptual"]))
-    assert perceptual[-1] < 0.8 * perceptual[0], perceptual
+        state, _ = trainer.run_chunk(state)
+        after.append(perceptual(state))
+    assert np.mean(after) < 0.75 * before, (before, after)
 
 
 def run_cli(argv, capsys):
