@@ -293,8 +293,7 @@ def main(argv=None) -> int:
             "| configuration | compile (s, approx.) | agent-steps/s |", "|---|---|---|", *rows])
         return 0
     peak = matmul_peak()
-    print(f"device: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores; "
-          f"matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"device: {machine_description(device)}; matmul peak {peak / 1e9:.0f} GFLOP/s")
     rows = []
     for name, algo, overrides in [("reference (PureJaxRL PPO-RNN size)", "a3c", REFERENCE)] + [
             (a, a, BASE) for a in algos]:
