@@ -175,6 +175,39 @@ def test_ego_view_is_the_window_of_the_full_grid_and_episodes_truncate():
     assert int(st.time) == 0  # reset after the truncation
 
 
+def test_random_words_differ_and_look_uniform():
+    env = maze.Maze("small", "multigoal-stochastic")
+    words = np.asarray(jax.vmap(lambda k: env._draw(k, 64))(jax.random.split(KEY, 1024)))  # [1024, 64]
+    assert all(len(set(w)) == 64 for w in words)  # one draw: all different
+    assert len({w.tobytes() for w in words}) == 1024
+    for shift in (0, 13, 28):  # low, middle and high bits: 16 buckets of 65,536 words each hold ~1/16
+        counts = np.bincount(((words >> shift) & 15).ravel(), minlength=16)
+        assert np.abs(counts / words.size - 1 / 16).max() < 0.004, (shift, counts)
+    assert abs(np.corrcoef(words[:, 0] % 1024, words[:, 1] % 1024)[0, 1]) < 0.1  # neighbouring words
+
+
+@pytest.mark.parametrize("task", ["multigoal-stochastic", "door-key"])
+def test_ego_view_at_every_cell_is_the_window_of_the_full_grid(task):
+    """Objects just above or left of the window must not wrap onto its far edge (a negative
+    scatter index counts from the end): the window at every free cell, objects from 4 resets."""
+    ego = maze.Maze("large", task)
+    free = np.argwhere(~ego.walls).astype(np.int32)
+    obs_at = jax.jit(jax.vmap(lambda st, pos: ego.get_obs(st.replace(pos=pos)), in_axes=(None, 0)))
+    for seed in range(4):
+        st = ego.reset_state(jax.random.PRNGKey(seed))
+        if task == "door-key":
+            st = st.replace(door_open=jnp.array(seed % 2 == 1))
+        obs = np.asarray(obs_at(st, jnp.asarray(free)))
+        grid = np.asarray(maze.Maze("large", task, view="full").grid(st))
+        pad = np.pad(grid, ((3, 3), (3, 3), (0, 0)))
+        pad[:3, :, 0] = pad[-3:, :, 0] = pad[:, :3, 0] = pad[:, -3:, 0] = True
+        for i, (y, x) in enumerate(free):
+            want = pad[y:y + 7, x:x + 7].copy()
+            want[..., maze.CHANNELS.index("agent")] = False
+            want[3, 3, maze.CHANNELS.index("agent")] = True  # the agent moved here; the grid has it at the reset cell
+            np.testing.assert_array_equal(obs[i], want, err_msg=f"{task} seed {seed} agent at {(y, x)}")
+
+
 def test_maze_names_through_envs_make():
     env = envs.make("maze-small-door-key")
     assert env.num_actions == 6 and env.obs_shape == (7, 7, 7)
