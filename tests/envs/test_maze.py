@@ -43,6 +43,13 @@ def channel(env, state, name):
     return np.asarray(maze.Maze(env.size, env.task, view="full").grid(state))[..., maze.CHANNELS.index(name)]
 
 
+def padded_grid(full, state, r=3):
+    """The full grid with r cells of wall around it: an ego window is its slice at the agent's cell."""
+    pad = np.pad(np.asarray(full.grid(state)), ((r, r), (r, r), (0, 0)))
+    pad[:r, :, 0] = pad[-r:, :, 0] = pad[:, :r, 0] = pad[:, -r:, 0] = True
+    return pad
+
+
 @pytest.mark.parametrize("size", list(maze.SIZES))
 def test_layouts_are_connected_mazes_with_walls_around(size):
     walls = maze.make_layout(size)
@@ -163,8 +170,7 @@ def test_ego_view_is_the_window_of_the_full_grid_and_episodes_truncate():
         key, k1, k2 = jax.random.split(key, 3)
         obs, st, _, term, trunc, info = ego.step(k2, st, jax.random.randint(k1, (), 0, 4), p)
         if not (term or trunc):
-            pad = np.pad(np.asarray(full.grid(st)), ((3, 3), (3, 3), (0, 0)))
-            pad[:3, :, 0] = pad[-3:, :, 0] = pad[:, :3, 0] = pad[:, -3:, 0] = True
+            pad = padded_grid(full, st)
             y, x = np.asarray(st.pos)
             np.testing.assert_array_equal(np.asarray(obs), pad[y:y + 7, x:x + 7])
     plain = maze.Maze("medium", "multigoal")  # no lava: nothing ends a 30-step random walk early
@@ -198,9 +204,7 @@ def test_ego_view_at_every_cell_is_the_window_of_the_full_grid(task):
         if task == "door-key":
             st = st.replace(door_open=jnp.array(seed % 2 == 1))
         obs = np.asarray(obs_at(st, jnp.asarray(free)))
-        grid = np.asarray(maze.Maze("large", task, view="full").grid(st))
-        pad = np.pad(grid, ((3, 3), (3, 3), (0, 0)))
-        pad[:3, :, 0] = pad[-3:, :, 0] = pad[:, :3, 0] = pad[:, -3:, 0] = True
+        pad = padded_grid(maze.Maze("large", task, view="full"), st)
         for i, (y, x) in enumerate(free):
             want = pad[y:y + 7, x:x + 7].copy()
             want[..., maze.CHANNELS.index("agent")] = False

@@ -284,12 +284,11 @@ class Maze(environment.Environment):
         return jnp.asarray(self.padded)[state.layout, cell[0] + r, cell[1] + r] | door_closed
 
     def step_env(self, key, state: MazeState, action, params):
-        lava = self._draw(key, self.n_lava) if self.n_lava else None
-        state, reward, terminated = self._transition(state, action, params, lava)
+        state, reward, terminated = self._transition(state, action, params, self._draw(key, self.n_lava))
         return self.get_obs(state), state, reward, terminated, {}
 
     def _transition(self, state: MazeState, action, params, lava_bits):
-        """(next state, reward, terminated); ``lava_bits``: n_lava words for the next lava (None without)."""
+        """(next state, reward, terminated); ``lava_bits``: n_lava words for the next lava."""
         action = jnp.asarray(action, jnp.int32)
         move = jnp.asarray(MOVES)[jnp.clip(action, 0, 3)] * (action < 4)
         target = state.pos + move
@@ -330,7 +329,7 @@ class Maze(environment.Environment):
         auto-reset with its observation (an ended episode's last state)."""
         params = self.default_params if params is None else params
         bits = self._draw(key, self.n_lava + self._reset_words)  # this step's lava and the reset's objects
-        state_st, reward, terminated = self._transition(state, action, params, bits[:self.n_lava] if self.n_lava else None)
+        state_st, reward, terminated = self._transition(state, action, params, bits[:self.n_lava])
         state_re = self._reset_from(bits[self.n_lava:])
         obs_st = self.get_obs(state_st)
         truncated = self.is_truncated(state_st, params)
