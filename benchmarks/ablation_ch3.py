@@ -121,7 +121,7 @@ def train_one(algo, overrides, budget, seed, trainer=None):
     if trainer is None:
         kw = {"env_seed": seed}
         trainer = registry.get_algo(algo).make_train(cfg, **kw)
-    task = cfg.env.split("-", 2)[2]
+    task = maze.parse_name(cfg.env)[1]
     score = make_scorer(trainer, algo, task)
     state = trainer.init(jax.random.PRNGKey(seed))
     best, best_params, curve = -np.inf, state.params, []
@@ -153,7 +153,8 @@ def present(results) -> tuple[list, list]:
 def write_report(args, out, budget, results, commands, graphs=None) -> str:
     """results.md and results.json of every task recorded; ``commands``: the runs that produced them."""
     sizes, tasks = present(results)
-    lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget)", ""]
+    view = "" if args.view == "ego" else f", {args.view} view"
+    lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget{view})", ""]
     for r in commands:
         cells = {}  # "size task" -> its columns run by this command
         for key in r["cells"]:
@@ -218,8 +219,8 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"budget": budget, "seeds": args.seeds, "runs": commands, "graphs": graphs, "results": results}, f,
-                  indent=1)
+        json.dump({"budget": budget, "seeds": args.seeds, "view": args.view, "runs": commands, "graphs": graphs,
+                   "results": results}, f, indent=1)
     return path
 
 
@@ -260,7 +261,9 @@ def main(argv=None) -> int:
     p.add_argument("--columns", default=",".join(COLUMNS), help=f"valid: {', '.join(COLUMNS)}")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="override the budget's env steps per phase-2 run")
-    p.add_argument("--out", default=None)
+    p.add_argument("--view", default="ego", choices=maze.VIEWS,
+                   help="observation of every agent and of π_g: ego (7×7 window, default) or full (the whole maze)")
+    p.add_argument("--out", default=None, help="default: results/ablation_ch3_<budget>[_full]")
     p.add_argument("--report-only", action="store_true", help="rewrite results.md and the plots from results.json")
     args = p.parse_args(argv)
     for name, valid in (("sizes", maze.SIZES), ("tasks", maze.TASKS), ("columns", COLUMNS)):
@@ -274,11 +277,13 @@ def main(argv=None) -> int:
     budget = dict(BUDGETS[args.budget])
     if args.steps is not None:
         budget["steps"] = args.steps
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch3_{args.budget}")
+    suffix = "" if args.view == "ego" else f"_{args.view}"
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch3_{args.budget}{suffix}")
     os.makedirs(out, exist_ok=True)
     if args.report_only:
         with open(os.path.join(out, "results.json")) as f:
             saved = json.load(f)
+        args.view = saved.get("view", "ego")  # records before the view switch are all ego
         plot(out, saved["results"])
         path = write_report(args, out, saved["budget"], saved["results"], saved["runs"], saved.get("graphs"))
         print(open(path).read())
@@ -289,21 +294,21 @@ def main(argv=None) -> int:
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if (saved["budget"], saved["seeds"]) == (budget, args.seeds):
+        if (saved["budget"], saved["seeds"], saved.get("view", "ego")) == (budget, args.seeds, args.view):
             results = {k: v for k, v in saved["results"].items() if k not in mine}
             commands = [{**r, "cells": [k for k in r["cells"] if k not in mine]} for r in saved["runs"]]
             commands, graphs = [r for r in commands if r["cells"]], saved.get("graphs") or {}
         else:
-            print(f"{path}: another budget or seed count; starting a new record")
+            print(f"{path}: another budget, seed count or view; starting a new record")
     commands.append({"command": f"python benchmarks/ablation_ch3.py {' '.join(sys.argv[1:])}", "machine": machine_description(),
                      "cells": mine, "wall_s": 0.0})
     for size in args.sizes:
-        graph = build_graph(size, budget["graph_iterations"], budget["graph_options"], out)
+        graph = build_graph(size, budget["graph_iterations"], [*budget["graph_options"], f"--view={args.view}"], out)
         graphs[size] = graph_summary(size, graph, out)
         for task in args.tasks:
             for c in args.columns:
                 header, algo, over = COLUMNS[c]
-                over = {**over, "env": f"maze-{size}-{task}"}
+                over = {**over, "env": maze.env_name(size, task, args.view)}
                 if algo != "a2c":
                     over["graph"] = graph
                 trainer = None

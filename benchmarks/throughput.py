@@ -226,7 +226,7 @@ def maze_main(args) -> int:
     device = jax.devices()[0]
     n, steps = args.maze_envs, 1000
     rows = []
-    for name in maze.env_names():
+    for name in maze.env_names(("ego",)):
         env = maze.make(name)
         params = env.default_params
 

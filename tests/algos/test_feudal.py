@@ -127,6 +127,32 @@ def test_pi_g_initialises_both_encoders_and_random_waypoints_keep_the_graph_size
                            np.asarray(encoder["dense_0"]["kernel"]))
 
 
+def test_full_view_graph_initialises_a_full_view_feudal_agent(graph_dir, tmp_path):
+    """``view=full`` in phase 1 sizes π_g's encoder for the whole maze; a ``-full`` maze task copies it."""
+    import shutil
+
+    cfg = world_graph.WorldGraphConfig(maze="small", view="full", batch_size=4)
+    shutil.copy(graph_dir / "graph.json", tmp_path / "graph.json")
+    json.dump({"algo": "world-graph", "seed": 0, "config": dataclasses.asdict(cfg)}, open(tmp_path / "config.json", "w"))
+    graph_trainer = world_graph.make_train(cfg)
+    graph_state = graph_trainer.init(jax.random.PRNGKey(3))
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    store.save(1, graph_state)
+    store.close()
+    encoder = graph_state.params["policy"]["params"]["encoder"]
+    assert encoder["dense_0"]["kernel"].shape[0] == 13 * 13 * 7
+    trainer = make("feudal-wn", tmp_path, env="maze-small-multigoal-full", hidden=128)
+    state = trainer.init(jax.random.PRNGKey(0))
+    assert state.obs.shape[1:] == (13, 13, 7)
+    for part in ("manager", "worker"):
+        for a, b in zip(jax.tree.leaves(state.params[part]["params"]["encoder"]), jax.tree.leaves(encoder)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    state, metrics = trainer.run_chunk(state)
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    with pytest.raises(ValueError, match="sees the full view"):
+        make("feudal-wn", tmp_path, env="maze-small-multigoal", hidden=128)
+
+
 def run_cli(argv, capsys):
     code = train.main(argv)
     out, err = capsys.readouterr()
@@ -157,7 +183,9 @@ def test_feudal_cli_runs_both_algorithms_and_refuses_a_bad_graph(graph_dir, tmp_
                          ([f"--graph={tmp_path / 'wn'}"], "is a --algo=feudal-wn run"),
                          ([f"--graph={graph_dir}", "--wide-narrow=false"], "traversal=true needs wide_narrow"),
                          ([f"--graph={graph_dir}", "--hidden=32"], "valid: hidden=128 or pi_g_init=false"),
-                         ([f"--graph={graph_dir}", "--env=Breakout-MinAtar"], "runs on the chapter-3 mazes")):
+                         ([f"--graph={graph_dir}", "--env=Breakout-MinAtar"], "runs on the chapter-3 mazes"),
+                         ([f"--graph={graph_dir}", "--env=maze-small-multigoal-full"],
+                          "valid: a world-graph run with --view=full, or pi_g_init=false")):
         code, out, err = run_cli(["--algo=feudal-wn", *argv, f"--out={tmp_path / 'x'}"], capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x" / "config.json").exists()

@@ -49,6 +49,10 @@ def test_vae_terms_are_the_hardkuma_closed_forms_and_gradients_reach_every_param
     flat = jax.tree_util.tree_flatten_with_path(grads["vae"])[0]
     dead = [jax.tree_util.keystr(k) for k, g in flat if not np.any(np.asarray(g) != 0)]
     assert not dead, f"no gradient reaches {dead}"
+    exact, _ = make(kl_terms=0)  # the whole series: the exact KL, never below 0
+    terms0 = exact.losses(state.params, state.multipliers, batch, jax.random.PRNGKey(1))[1][0]
+    np.testing.assert_allclose(float(terms0["kl"]), float(jnp.mean(hk.kl_kuma1_beta(a, alpha, beta))), rtol=1e-5)
+    assert float(terms0["kl"]) >= 0
 
 
 def test_goal_conditioned_policy_learns_to_reach_nearby_goals_on_the_small_maze():

@@ -220,6 +220,14 @@ def test_maze_names_through_envs_make():
     assert out.obs.dtype == jnp.float32
     with pytest.raises(envs.EnvError, match="valid: maze-<small"):
         envs.make("maze-huge-multigoal")
+    full = envs.make("maze-small-door-key-full")  # the whole maze, same dynamics
+    assert full.obs_shape == (13, 13, 7) and full.num_actions == 6
+    assert maze.parse_name("maze-large-multigoal-sparse-full") == ("large", "multigoal-sparse", "full")
+    assert maze.parse_name("maze-large-multigoal-sparse") == ("large", "multigoal-sparse", "ego")
+    assert len(set(maze.env_names())) == 24 and maze.env_names(("ego",))[0] == "maze-small-multigoal"
+    for bad in ("maze-small-full", "maze-small-multigoal-ego", "maze-small-door-key-full-full"):
+        with pytest.raises(envs.EnvError, match=r"\[-full\]"):
+            envs.make(bad)
     rgb = maze.render(maze.Maze("small", "door-key", view="full").grid(state), cell=4)
     assert rgb.shape == (52, 52, 3) and rgb.dtype == np.uint8
 

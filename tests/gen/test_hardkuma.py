@@ -47,6 +47,19 @@ def test_kl_kuma_beta_against_numerical_integration(a, b, alpha, beta):
         assert abs(five - exact) < 2e-3  # no series at all when β = 1
 
 
+@pytest.mark.parametrize("a, alpha, beta", [(2.0, 1.5, 2.0), (0.7, 0.5, 0.5), (13.0, 34.0, 6.3), (0.2, 0.3, 0.4),
+                                          (40.0, 1.0, 3.0)])
+def test_kl_kuma1_beta_is_the_whole_series_and_the_integral(a, alpha, beta):
+    exact = kl_by_integration(a, 1.0, alpha, beta)
+    closed = float(hk.kl_kuma1_beta(jnp.float32(a), alpha, beta))
+    assert closed >= 0 and abs(closed - exact) < 2e-3 * max(1.0, abs(exact)), (closed, exact)
+    many = float(hk.kl_kuma_beta(jnp.float32(a), jnp.float32(1.0), alpha, beta, terms=200_000))
+    assert abs(closed - many) < 2e-3 * max(1.0, abs(exact)) + (beta - 1) * a / 200_000, (closed, many)
+    if a > 10 and beta > 1:  # where the thesis's 5 terms go wrong: below the true KL by about (β − 1)·ln(1 + a/6)
+        five = float(hk.kl_kuma_beta(jnp.float32(a), jnp.float32(1.0), alpha, beta))
+        assert exact - five > 0.5 * (beta - 1) * np.log1p(a / 6), (exact, five)
+
+
 def test_l0_and_transition_expectations_match_monte_carlo():
     t, n = 25, 100_000
     a = jnp.linspace(0.2, 3.0, t)

@@ -82,7 +82,7 @@ class FeudalConfig(RolloutBudget):
     def __post_init__(self):
         if not self.env.startswith("maze-") or self.env not in maze.env_names():
             raise ValueError(f"env={self.env!r}: Feudal HRL runs on the chapter-3 mazes; valid: "
-                             f"maze-<{'|'.join(maze.SIZES)}>-<{'|'.join(maze.TASKS)}>")
+                             f"maze-<{'|'.join(maze.SIZES)}>-<{'|'.join(maze.TASKS)}>[-full]")
         check_fields(
             self, choices={"waypoints": WAYPOINT_KINDS},
             positive=("horizon", "total_env_steps", "num_envs", "rollout_len", "learning_rate", "adam_eps",
@@ -99,7 +99,11 @@ class FeudalConfig(RolloutBudget):
 
     @property
     def size(self) -> str:
-        return self.env.split("-")[1]
+        return maze.parse_name(self.env)[0]
+
+    @property
+    def view(self) -> str:  # ego (7×7 window, the default) or full (the env name ends in -full)
+        return maze.parse_name(self.env)[2]
 
     @property
     def narrow(self) -> int:
@@ -130,6 +134,10 @@ def check_graph(cfg: FeudalConfig) -> wg.WorldGraph | None:
         graph = wg.WorldGraph.load(os.path.join(cfg.graph, "graph.json"))
         if graph.walls_hash != wg.walls_hash(maze.make_layout(cfg.size)):
             raise ValueError(f"--graph={cfg.graph!r}: its graph.json belongs to another maze layout than {cfg.env}")
+    graph_view = saved["config"].get("view", "ego")  # runs before the view switch were all ego
+    if cfg.pi_g_init and graph_view != cfg.view:
+        raise ValueError(f"--graph={cfg.graph!r}: its π_g sees the {graph_view} view, {cfg.env} the {cfg.view} view; "
+                         f"valid: a world-graph run with --view={cfg.view}, or pi_g_init=false")
     if cfg.pi_g_init and cfg.hidden != GoalPolicy.hidden:
         raise ValueError(f"hidden={cfg.hidden}: pi_g_init copies π_g's encoder, {GoalPolicy.hidden} units wide; "
                          f"valid: hidden={GoalPolicy.hidden} or pi_g_init=false")
@@ -225,8 +233,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
     graph = check_graph(cfg)  # the waypoints of Wide-then-Narrow, else None
     if cfg.num_envs % num_devices:
         raise ValueError(f"num_envs={cfg.num_envs} must be divisible by --devices={num_devices}")
-    size, task = cfg.env.split("-", 2)[1:]
-    env = maze.Maze(size, task)
+    env = maze.make(cfg.env)
     env_params = env.default_params
     walls, side = env.walls, env.side
     encoder = None

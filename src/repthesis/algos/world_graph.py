@@ -42,8 +42,10 @@ from repthesis.utils.config import check_fields, read_run
 @dataclasses.dataclass(frozen=True)
 class WorldGraphConfig:
     maze: str = "small"  # small | medium | large
+    view: str = "ego"  # π_g's observation: ego (7×7 window around the agent) | full (the whole maze)
     batch_size: int = 128  # agents exploring per iteration (App. 3.C.1)
     rollout_len: int = 25  # T, the BiLSTM's sequence length (App. 3.C.1)
+    kl_terms: int = 5  # terms of Eq. 3.5's series (App. 3.A: 5); 0: the whole series (exact, as b = 1 here)
     l0_target: float = 5.0  # μ0: selected states out of T (5 for T = 25); LT's target is 2μ0
     learning_rate: float = 1e-4  # Adam of the VAE (ε 1e-3), App. 3.C.1
     max_grad_norm: float = 40.0
@@ -61,7 +63,8 @@ class WorldGraphConfig:
     edge_walks: int = 64  # random walks from each waypoint for the edges
 
     def __post_init__(self):
-        check_fields(self, choices={"maze": maze.SIZES}, unit_interval=("gamma",),
+        check_fields(self, choices={"maze": maze.SIZES, "view": maze.VIEWS}, unit_interval=("gamma",),
+                     non_negative=("kl_terms",),
                      positive=("batch_size", "rollout_len", "learning_rate", "total_iterations",
                                "iterations_per_chunk", "checkpoint_every", "policy_learning_rate", "edge_walks"))
         if self.rollout_len < 3:
@@ -110,7 +113,7 @@ class Trainer(NamedTuple):
 def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
     if num_devices != 1:
         raise ValueError(f"--devices={num_devices}: world-graph discovery runs on one device; valid: 1")
-    env = maze.Maze(cfg.maze, "multigoal")
+    env = maze.Maze(cfg.maze, "multigoal", view=cfg.view)
     walls = env.walls
     side, t_len, n = env.side, cfg.rollout_len, cfg.batch_size
     open_cells = np.argwhere(~walls).astype(np.int32)
@@ -122,8 +125,10 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
     blank = env.reset_state(jax.random.PRNGKey(0)).replace(balls=jnp.full((env.n_balls, 2), maze.GONE, jnp.int32))
     walls_j = jnp.asarray(walls)
 
-    def observe(pos):  # the agent-centric view of an empty maze (no task objects): [..., 7, 7, 7]
-        return jax.vmap(lambda p: env.get_obs(blank.replace(pos=p)))(pos.reshape(-1, 2)).reshape(pos.shape[:-1] + (7, 7, 7))
+    obs_shape = env.observation_space().shape  # [7, 7, 7] (ego) or [side, side, 7] (full)
+
+    def observe(pos):  # π_g's view of an empty maze (no task objects): [..., *obs_shape]
+        return jax.vmap(lambda p: env.get_obs(blank.replace(pos=p)))(pos.reshape(-1, 2)).reshape(pos.shape[:-1] + obs_shape)
 
     def move(pos, action):
         target = pos + jnp.asarray(maze.MOVES)[action]
@@ -136,7 +141,7 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
         k_vae, k_pol, k_run = jax.random.split(rng, 3)
         states = jnp.zeros((1, t_len + 1), jnp.int32)
         params = {"vae": vae.init(k_vae, states, jnp.zeros((1, t_len), jnp.int32)),
-                  "policy": policy.init(k_pol, jnp.zeros((1, 7, 7, 7)), jnp.zeros((1, 2)))}
+                  "policy": policy.init(k_pol, jnp.zeros((1, *obs_shape)), jnp.zeros((1, 2)))}
         opt_state = {"vae": vae_opt.init(params["vae"]), "policy": pol_opt.init(params["policy"])}
         waypoints = jnp.tile(jnp.asarray(env.start)[None], (k_top + 1, 1))
         return GraphState(params, opt_state, {k: jnp.float32(v) for k, v in hk.LAGRANGE_INIT.items()}, waypoints,
@@ -176,7 +181,10 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
         log_p = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0]  # [B, T]
         inner = slice(1, -1)  # z_1 .. z_{T-1}: the free latents
         steps = t_len - 1
-        kl = hk.kl_kuma_beta(a[:, inner], ones[:, inner], alpha[:, inner], beta[:, inner])
+        if cfg.kl_terms:
+            kl = hk.kl_kuma_beta(a[:, inner], ones[:, inner], alpha[:, inner], beta[:, inner], cfg.kl_terms)
+        else:
+            kl = hk.kl_kuma1_beta(a[:, inner], alpha[:, inner], beta[:, inner])
         p0 = hk.prob_zero(a[:, inner], ones[:, inner])
         seq_kl = jnp.sum(kl, 1)
         l0, lt = hk.l0_loss(p0, cfg.l0_target), hk.transition_loss(p0, 2 * cfg.l0_target)  # Eqs. 3.8, 3.10

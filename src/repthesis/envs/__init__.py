@@ -2,8 +2,8 @@
 
 * gymnax games by their gymnax id (``Breakout-MinAtar``, ``Catch-bsuite``, …), pure JAX,
   stepped inside ``lax.scan``.
-* chapter 3's grid-world mazes (``maze-small-multigoal`` …, ``envs/maze.py``), pure JAX behind
-  the same gymnax interface.
+* chapter 3's grid-world mazes (``maze-small-multigoal`` …, agent-centric 7×7 view; ``…-full``:
+  the whole maze; ``envs/maze.py``), pure JAX behind the same gymnax interface.
 * Atari (``atari:Seaquest`` …, the seven thesis games) through envpool's XLA handle inside the
   same jitted program, with the thesis preprocessing (``envs/atari.py``); needs the ``atari`` extra.
 
@@ -29,9 +29,11 @@ def make(name: str) -> GymnaxEnv | atari.AtariEnv:
     if name in gymnax_env_names():
         return GymnaxEnv(name)
     if name.startswith("maze-"):
-        if name not in maze.env_names():
-            raise EnvError(f"unknown maze {name!r}; valid: maze-<{'|'.join(maze.SIZES)}>-<{'|'.join(maze.TASKS)}>")
-        return GymnaxEnv(name, maze.make(name))
+        try:
+            env = maze.make(name)
+        except ValueError as e:
+            raise EnvError(str(e)) from None
+        return GymnaxEnv(name, env)
     if name.startswith("atari:"):
         game = name[len("atari:"):]
         if game not in atari.GAMES:

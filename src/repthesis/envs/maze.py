@@ -40,6 +40,7 @@ from gymnax.environments import environment, spaces
 
 SIZES = {"small": 13, "medium": 21, "large": 31}
 TASKS = ("multigoal", "multigoal-sparse", "multigoal-stochastic", "door-key")
+VIEWS = ("ego", "full")  # env names: maze-<size>-<task> (ego, the default) and maze-<size>-<task>-full
 NARROW_WINDOW = {"small": 5, "medium": 5, "large": 7}  # N of the Manager's narrow goal (App. 3.C.3)
 BALLS = {"small": 6, "medium": 10, "large": 15}
 LAVA = {"small": 3, "medium": 6, "large": 10}
@@ -50,8 +51,21 @@ PICK, TOGGLE = 4, 5
 _SEEDS = {"small": 3, "medium": 5, "large": 7}
 
 
-def env_names() -> tuple[str, ...]:
-    return tuple(f"maze-{size}-{task}" for size in SIZES for task in TASKS)
+def env_name(size: str, task: str, view: str = "ego") -> str:
+    return f"maze-{size}-{task}" + ("" if view == "ego" else f"-{view}")
+
+
+def env_names(views: tuple[str, ...] = VIEWS) -> tuple[str, ...]:
+    return tuple(env_name(size, task, view) for view in views for size in SIZES for task in TASKS)
+
+
+def parse_name(name: str) -> tuple[str, str, str]:
+    """``maze-<size>-<task>[-full]`` → (size, task, view); a one-line error naming the valid forms."""
+    if name not in env_names():
+        raise ValueError(f"unknown maze env {name!r}; valid: maze-<{'|'.join(SIZES)}>-<{'|'.join(TASKS)}>[-full]")
+    size, rest = name.split("-", 2)[1:]
+    view = "full" if rest.endswith("-full") else "ego"
+    return size, rest.removesuffix("-full"), view
 
 
 def generate_maze(side: int, seed: int, loops: float = 0.15) -> np.ndarray:
@@ -175,8 +189,8 @@ class Maze(environment.Environment):
             raise ValueError(f"unknown maze size {size!r}; valid: {', '.join(SIZES)}")
         if task not in TASKS:
             raise ValueError(f"unknown maze task {task!r}; valid: {', '.join(TASKS)}")
-        if view not in ("full", "ego"):
-            raise ValueError(f"view={view!r} is not valid; valid: full, ego")
+        if view not in VIEWS:
+            raise ValueError(f"view={view!r} is not valid; valid: {', '.join(VIEWS)}")
         super().__init__()
         self.size, self.task, self.view, self.radius = size, task, view, radius
         self.walls = make_layout(size)
@@ -386,12 +400,10 @@ def render(grid: np.ndarray, cell: int = 8) -> np.ndarray:
 
 
 def make(name: str, **kw) -> Maze:
-    """``maze-<size>-<task>`` → Maze."""
-    parts = name.split("-", 2)
-    if len(parts) != 3 or parts[0] != "maze":
-        raise ValueError(f"unknown maze env {name!r}; valid: {', '.join(env_names())}")
-    return Maze(parts[1], parts[2], **kw)
+    """``maze-<size>-<task>`` (agent-centric view) or ``maze-<size>-<task>-full`` (whole maze) → Maze."""
+    size, task, view = parse_name(name)
+    return Maze(size, task, **{"view": view, **kw})
 
 
-__all__ = ["Maze", "MazeParams", "MazeState", "SIZES", "TASKS", "NARROW_WINDOW", "bfs_distances", "env_names",
-           "make", "make_layout", "render"]
+__all__ = ["Maze", "MazeParams", "MazeState", "SIZES", "TASKS", "VIEWS", "NARROW_WINDOW", "bfs_distances", "env_name",
+           "env_names", "make", "make_layout", "parse_name", "render"]
