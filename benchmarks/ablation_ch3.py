@@ -150,6 +150,11 @@ def present(results) -> tuple[list, list]:
             [t for t in maze.TASKS if any(k[1] == t for k in keys)])
 
 
+def tasks_of(results, size: str) -> list:
+    """The tasks with at least one recorded cell on the ``size`` maze, in the package's order."""
+    return [t for t in maze.TASKS if any(f"{size} {t} {c}" in results for c in COLUMNS)]
+
+
 def write_report(args, out, budget, results, commands, graphs=None) -> str:
     """results.md and results.json of every task recorded; ``commands``: the runs that produced them."""
     sizes, tasks = present(results)
@@ -170,9 +175,10 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
              "Score: episode reward (MultiGoal tasks) or success rate (Door-Key), mean ± std over seeds of each "
              "seed's test mean; actions sampled from the policies. Thesis numbers in brackets (small maze only).", ""]
     for size in sizes:
+        size_tasks = tasks_of(results, size)
         lines += [f"## Table 3.2, {size} maze", "",
                   "| task | " + " | ".join(COLUMNS[c][0] for c in TABLE_32) + " |", "|---" * (len(TABLE_32) + 1) + "|"]
-        for task in tasks:
+        for task in size_tasks:
             cells = []
             for i, c in enumerate(TABLE_32):
                 runs = results.get(f"{size} {task} {c}", [])
@@ -180,10 +186,10 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
                 cells.append(fmt([r["test"] for r in runs]) + (f" [{thesis or 'failed'}]" if size == "small" else ""))
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines += ["", f"## Table 3.3, {size} maze (both with π_g init and traversal)", "",
-                  "| waypoints | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+                  "| waypoints | " + " | ".join(size_tasks) + " |", "|---" * (len(size_tasks) + 1) + "|"]
         for label, c in (("learned V_p", "wn-init-trav"), ("random V_rand", "wn-rand")):
             lines.append(f"| {label} | " + " | ".join(fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
-                                                      for t in tasks) + " |")
+                                                      for t in size_tasks) + " |")
         lines.append("")
     lines += ["Ordering the thesis claims (per task, mean test score): π_g init + traversal ≥ either alone ≥ "
               "baselines (A2C, FN).", ""]
@@ -230,8 +236,8 @@ def plot(out, results) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes, tasks = present(results)
-    for size in sizes:
+    for size in present(results)[0]:
+        tasks = tasks_of(results, size)
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             for c in COLUMNS:
