@@ -54,11 +54,23 @@ COLUMNS = {
     "wn-rand": ("V_rand, + π_g-init + G_w-traversal", "feudal-wn", {"waypoints": "random"}),
 }
 TABLE_32 = ("a2c", "fn", "wn-init", "wn-trav", "wn-init-trav")
-THESIS_32 = {  # Table 3.2, small maze (mean ± std as printed; None: the agent failed)
-    "multigoal": ("2.04±0.05", "2.93±0.74", "5.25±0.13", "3.92±0.22", "5.05±0.03"),
-    "multigoal-sparse": (None, None, "0.39±0.09", "0.24±0.04", "0.42±0.07"),
-    "multigoal-stochastic": ("1.38±1.20", "1.93±0.16", "3.06±0.31", None, "2.92±0.45"),
-    "door-key": (None, None, "0.99±0.00", "0.37±0.15", "0.92±0.02"),
+THESIS_32 = {  # Table 3.2 by maze size ("Larger" there): mean ± std as printed; None: the agent failed
+    "small": {"multigoal": ("2.04±0.05", "2.93±0.74", "5.25±0.13", "3.92±0.22", "5.05±0.03"),
+              "multigoal-sparse": (None, None, "0.39±0.09", "0.24±0.04", "0.42±0.07"),
+              "multigoal-stochastic": ("1.38±1.20", "1.93±0.16", "3.06±0.31", None, "2.92±0.45"),
+              "door-key": (None, None, "0.99±0.00", "0.37±0.15", "0.92±0.02")},
+    "medium": {"multigoal": (None, None, "5.15±0.11", "2.56±0.09", "3.00±0.90"),
+               "multigoal-sparse": (None, None, None, "0.20±0.04", "0.25±0.03"),
+               "multigoal-stochastic": (None, None, "2.99±0.12", "2.42±0.24", "2.64±0.14"),
+               "door-key": (None, None, "0.56±0.02", None, "0.76±0.06")},
+    "large": {"multigoal": (None, None, None, "2.18±0.12", "2.72±0.59"),
+              "multigoal-sparse": (None, None, None, "0.16±0.22", "0.26±0.11"),
+              "multigoal-stochastic": (None, None, None, None, "0.60±0.12"),
+              "door-key": (None, None, None, None, "0.26±0.19")},
+}
+THESIS_33 = {  # Table 3.3, large maze: learned V_p, random V_rand (both with π_g init and traversal)
+    "multigoal": ("2.72±0.59", "2.30±0.49"), "multigoal-sparse": ("0.26±0.11", "0.19±0.11"),
+    "multigoal-stochastic": ("0.60±0.12", "0.41±0.25"), "door-key": ("0.26±0.19", "0.27±0.40"),
 }
 VAL_SEEDS = np.arange(10, dtype=np.uint32) + np.uint32(3_000_000)
 TEST_SEEDS = np.arange(100, dtype=np.uint32) + np.uint32(4_000_000)
@@ -173,7 +185,9 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
              f"0..{args.seeds - 1}; the best of the validations (10 episodes, every {budget['eval_every']} chunks) "
              f"tested on 100 episodes.  ",
              "Score: episode reward (MultiGoal tasks) or success rate (Door-Key), mean ± std over seeds of each "
-             "seed's test mean; actions sampled from the policies. Thesis numbers in brackets (small maze only).", ""]
+             "seed's test mean; actions sampled from the policies. Thesis numbers in brackets: Table 3.2 (its "
+             "'Larger' row for large) and, on the large maze, Table 3.3; 'failed': the thesis reports no result "
+             "(its agent failed).", ""]
     for size in sizes:
         size_tasks = tasks_of(results, size)
         lines += [f"## Table 3.2, {size} maze", "",
@@ -182,14 +196,14 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
             cells = []
             for i, c in enumerate(TABLE_32):
                 runs = results.get(f"{size} {task} {c}", [])
-                thesis = THESIS_32[task][i] if size == "small" else None
-                cells.append(fmt([r["test"] for r in runs]) + (f" [{thesis or 'failed'}]" if size == "small" else ""))
+                cells.append(f"{fmt([r['test'] for r in runs])} [{THESIS_32[size][task][i] or 'failed'}]")
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines += ["", f"## Table 3.3, {size} maze (both with π_g init and traversal)", "",
                   "| waypoints | " + " | ".join(size_tasks) + " |", "|---" * (len(size_tasks) + 1) + "|"]
-        for label, c in (("learned V_p", "wn-init-trav"), ("random V_rand", "wn-rand")):
-            lines.append(f"| {label} | " + " | ".join(fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
-                                                      for t in size_tasks) + " |")
+        for i, (label, c) in enumerate((("learned V_p", "wn-init-trav"), ("random V_rand", "wn-rand"))):
+            lines.append(f"| {label} | " + " | ".join(
+                fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
+                + (f" [{THESIS_33[t][i]}]" if size == "large" else "") for t in size_tasks) + " |")
         lines.append("")
     lines += ["Ordering the thesis claims (per task, mean test score): π_g init + traversal ≥ either alone ≥ "
               "baselines (A2C, FN).", ""]
