@@ -103,7 +103,9 @@ def make_layout(size: str) -> np.ndarray:
     """Walls [S, S] bool of a named maze size (a fixed seed per size)."""
     if size not in SIZES:
         raise ValueError(f"unknown maze size {size!r}; valid: {', '.join(SIZES)}")
-    return generate_maze(SIZES[size], _SEEDS[size])
+    walls = generate_maze(SIZES[size], _SEEDS[size])
+    walls.flags.writeable = False  # cached and shared by every caller: a write raises instead of changing the maze
+    return walls
 
 
 def bfs_distances(walls: np.ndarray, start: tuple[int, int]) -> np.ndarray:
@@ -148,7 +150,10 @@ def door_key_layouts(size: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             sides.append(left)
     if not extra:
         raise ValueError(f"maze {size!r} admits no door-key layout")
-    return np.stack(extra), np.asarray(doors, np.int32), np.stack(sides)
+    out = np.stack(extra), np.asarray(doors, np.int32), np.stack(sides)
+    for a in out:  # cached and shared, as make_layout's
+        a.flags.writeable = False
+    return out
 
 
 @struct.dataclass
@@ -206,6 +211,7 @@ class Maze(environment.Environment):
         if task == "door-key":  # wall layouts, doors, and each layout's key cells (padded) and their count
             extra, self.doors, sides = door_key_layouts(size)
             layouts = self.walls[None] | extra
+            sides = sides.copy()  # the cached layouts stay as door_key_layouts made them
             sides[:, 1, 1] = False  # the key is never at the start
             flat = [np.flatnonzero(m) for m in sides.reshape(len(sides), -1)]
             self.key_cells = np.zeros((len(flat), max(map(len, flat))), np.int32)
