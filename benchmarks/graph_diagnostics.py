@@ -24,26 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from repthesis.algos import world_graph
-from repthesis.envs import maze
 from repthesis.gen import hardkuma as hk
-
-
-def random_walks(walls: np.ndarray, n: int, t_len: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Cells [n, T+1, 2] and actions [n, T] of uniform random walks from uniform open cells."""
-    open_cells = np.argwhere(~walls)
-    actions = rng.integers(4, size=(n, t_len))
-    cells = np.zeros((n, t_len + 1, 2), np.int64)
-    cells[:, 0] = open_cells[rng.integers(len(open_cells), size=n)]
-    for t in range(t_len):
-        nxt = cells[:, t] + maze.MOVES[actions[:, t]]
-        cells[:, t + 1] = np.where(walls[nxt[:, 0], nxt[:, 1]][:, None], cells[:, t], nxt)
-    return cells, actions
+from repthesis.rl import world_graph as wg
 
 
 def diagnose(run_dir: str, walks: int = 2048, seed: int = 0) -> list[str]:
     trainer, state = world_graph.load_run(run_dir)
     cfg, vae, side = trainer.cfg, trainer.vae, trainer.env.side
-    cells, actions = random_walks(trainer.env.walls, walks, cfg.rollout_len, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    open_cells = np.argwhere(~trainer.env.walls)
+    starts = open_cells[rng.integers(len(open_cells), size=walks)]
+    cells, actions = wg.random_walks(trainer.env.walls, starts, cfg.rollout_len, rng)
     states = jnp.asarray(cells[..., 0] * side + cells[..., 1])
     params = state.params["vae"]
     inner = slice(1, -1)
