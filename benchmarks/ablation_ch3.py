@@ -155,11 +155,9 @@ def fmt(v):
     return f"{np.mean(v):.2f}±{np.std(v):.2f}" if len(v) else "–"
 
 
-def present(results) -> tuple[list, list]:
-    """The maze sizes and tasks that ``results`` (keys 'size task column') holds, in the package's order."""
-    keys = [k.split() for k in results]
-    return ([s for s in maze.SIZES if any(k[0] == s for k in keys)],
-            [t for t in maze.TASKS if any(k[1] == t for k in keys)])
+def sizes_of(results) -> list:
+    """The maze sizes that ``results`` (keys 'size task column') holds, in the package's order."""
+    return [s for s in maze.SIZES if any(k.split()[0] == s for k in results)]
 
 
 def tasks_of(results, size: str) -> list:
@@ -169,7 +167,7 @@ def tasks_of(results, size: str) -> list:
 
 def write_report(args, out, budget, results, commands, graphs=None) -> str:
     """results.md and results.json of every task recorded; ``commands``: the runs that produced them."""
-    sizes, tasks = present(results)
+    sizes = sizes_of(results)
     view = "" if args.view == "ego" else f", {args.view} view"
     lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget{view})", ""]
     for r in commands:
@@ -216,7 +214,7 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
         return f"{'holds' if ma >= mb else 'does NOT hold'} ({ma:.2f} vs {mb:.2f})"
 
     for size in sizes:
-        for task in tasks:
+        for task in tasks_of(results, size):
             scores = {c: [r["test"] for r in results[f"{size} {task} {c}"]]
                       for c in TABLE_32 if results.get(f"{size} {task} {c}")}
             if len(scores) == len(TABLE_32):
@@ -250,7 +248,7 @@ def plot(out, results) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for size in present(results)[0]:
+    for size in sizes_of(results):
         tasks = tasks_of(results, size)
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
         for ax, task in zip(axes[0], tasks):

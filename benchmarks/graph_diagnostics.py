@@ -41,8 +41,7 @@ def diagnose(run_dir: str, walks: int = 2048, seed: int = 0) -> list[str]:
     a = vae.apply(params, states, jnp.asarray(actions), method=vae.posterior)[:, inner]
     alpha, beta = (x[:, inner] for x in vae.apply(params, states, method=vae.prior))
     ones = jnp.ones_like(a)
-    cut = np.asarray(hk.kl_kuma_beta(a, ones, alpha, beta, cfg.kl_terms) if cfg.kl_terms else
-                     hk.kl_kuma1_beta(a, alpha, beta))
+    cut = np.asarray(hk.kl_kuma1_beta(a, alpha, beta, cfg.kl_terms))
     exact = np.asarray(hk.kl_kuma1_beta(a, alpha, beta))
     selected = 1.0 - np.asarray(hk.prob_zero(a, ones))
     flat = np.asarray(states[:, inner]).ravel()

@@ -181,10 +181,7 @@ def make_train(cfg: WorldGraphConfig, num_devices: int = 1) -> Trainer:
         log_p = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0]  # [B, T]
         inner = slice(1, -1)  # z_1 .. z_{T-1}: the free latents
         steps = t_len - 1
-        if cfg.kl_terms:
-            kl = hk.kl_kuma_beta(a[:, inner], ones[:, inner], alpha[:, inner], beta[:, inner], cfg.kl_terms)
-        else:
-            kl = hk.kl_kuma1_beta(a[:, inner], alpha[:, inner], beta[:, inner])
+        kl = hk.kl_kuma1_beta(a[:, inner], alpha[:, inner], beta[:, inner], cfg.kl_terms)
         p0 = hk.prob_zero(a[:, inner], ones[:, inner])
         seq_kl = jnp.sum(kl, 1)
         l0, lt = hk.l0_loss(p0, cfg.l0_target), hk.transition_loss(p0, 2 * cfg.l0_target)  # Eqs. 3.8, 3.10

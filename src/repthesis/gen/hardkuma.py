@@ -60,11 +60,14 @@ def kl_kuma_beta(a, b, alpha, beta, terms: int = KL_TERMS):
             - (b - 1.0) / b + (beta - 1.0) * b * series)
 
 
-def kl_kuma1_beta(a, alpha, beta):
-    """KL(Kuma(a, 1) ‖ Beta(α, β)) exactly: Eq. 3.5's whole series at b = 1, Σ_m B(m/a, 1)/(m + a) =
-    Σ_m 1/m − 1/(m + a) = ψ(a + 1) + γ. Cut after 5 terms (``kl_kuma_beta``) the series misses
-    (β − 1)·(ψ(a + 1) + γ − Σ_{m≤5}), about (β − 1)·ln(1 + a/6): the cut KL can go negative, and a
-    model trained on it can lower its loss by growing a where β > 1."""
+def kl_kuma1_beta(a, alpha, beta, terms: int = 0):
+    """KL(Kuma(a, 1) ‖ Beta(α, β)): Eq. 3.5 cut after ``terms`` terms (``kl_kuma_beta``), or with
+    ``terms`` = 0 exactly: the whole series at b = 1, Σ_m B(m/a, 1)/(m + a) = Σ_m 1/m − 1/(m + a) =
+    ψ(a + 1) + γ. Cut after 5 terms the series misses (β − 1)·(ψ(a + 1) + γ − Σ_{m≤5}), about
+    (β − 1)·ln(1 + a/6): the cut KL can go negative, and a model trained on it can lower its loss by
+    growing a where β > 1."""
+    if terms:
+        return kl_kuma_beta(a, jnp.ones_like(a), alpha, beta, terms)
     return -(a - alpha) / a + jnp.log(a) + betaln(alpha, beta) + (beta - 1.0) * (digamma(a + 1.0) + EULER)
 
 
