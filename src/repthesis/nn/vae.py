@@ -92,7 +92,9 @@ class BlockLSTM(nn.Module):
 
     @nn.compact
     def __call__(self, blocks: jax.Array) -> jax.Array:
-        h = nn.RNN(nn.OptimizedLSTMCell(self.hidden))(blocks)  # causal over t: u_t sees z_1..z_t
+        # causal over t: u_t sees z_1..z_t. Unrolled over the (few) blocks: measured on 2 CPU cores,
+        # crVAE width 16, 12.0 against 10.4 training steps/s with a rolled loop
+        h = nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=blocks.shape[-2])(blocks)
         return nn.Dense(blocks.shape[-1])(h)
 
 
