@@ -52,7 +52,11 @@ COLUMNS = {
     "wn-trav": ("+ G_w-traversal", "feudal-wn", {"pi_g_init": False}),
     "wn-init-trav": ("+ π_g-init + G_w-traversal", "feudal-wn", {}),
     "wn-rand": ("V_rand, + π_g-init + G_w-traversal", "feudal-wn", {"waypoints": "random"}),
+    # ours, not in the thesis: the Worker starts as π_g towards its narrow goal (pi_g_worker)
+    "wn-initw": ("+ π_g-init, Worker = π_g", "feudal-wn", {"traversal": False, "pi_g_worker": True}),
+    "wn-initw-trav": ("+ π_g-init, Worker = π_g + G_w-traversal", "feudal-wn", {"pi_g_worker": True}),
 }
+THESIS_COLUMNS = ("a2c", "fn", "wn-init", "wn-trav", "wn-init-trav", "wn-rand")  # the default --columns
 TABLE_32 = ("a2c", "fn", "wn-init", "wn-trav", "wn-init-trav")
 THESIS_32 = {  # Table 3.2 by maze size ("Larger" there): mean ± std as printed; None: the agent failed
     "small": {"multigoal": ("2.04±0.05", "2.93±0.74", "5.25±0.13", "3.92±0.22", "5.05±0.03"),
@@ -174,7 +178,8 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
         cells = {}  # "size task" -> its columns run by this command
         for key in r["cells"]:
             cells.setdefault(key.rsplit(" ", 1)[0], []).append(key.rsplit(" ", 1)[1])
-        done = "; ".join(f"{t}: {'all columns' if set(cs) == set(COLUMNS) else ', '.join(cs)}" for t, cs in cells.items())
+        done = "; ".join(f"{t}: {'all columns' if set(cs) == set(THESIS_COLUMNS) else ', '.join(cs)}"
+                         for t, cs in cells.items())
         lines.append(f"Command: `{r['command']}` ({done}): {r['machine']}; wall time {r['wall_s']:.0f}s  ")
     lines += [
              f"Budget: phase 1 {budget['graph_iterations']} iterations {' '.join(budget['graph_options'])} (seed 0, one "
@@ -203,6 +208,17 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
                 fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
                 + (f" [{THESIS_33[t][i]}]" if size == "large" else "") for t in size_tasks) + " |")
         lines.append("")
+        ours = [t for t in size_tasks if any(f"{size} {t} {c}" in results for c in ("wn-initw", "wn-initw-trav"))]
+        if ours:  # π_g's whole policy as the Worker's start, beside the thesis's encoder-only copy
+            pairs = (("wn-init", "wn-initw"), ("wn-init-trav", "wn-initw-trav"))
+            lines += [f"## Ours, {size} maze: the Worker starts as π_g (`--pi-g-worker=true`) against the thesis's "
+                      "encoder-only π_g init", "",
+                      "| task | " + " | ".join(f"{COLUMNS[a][0]} | {COLUMNS[b][0]}" for a, b in pairs) + " |",
+                      "|---" * 5 + "|"]
+            for t in ours:
+                lines.append(f"| {t} | " + " | ".join(fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
+                                                     for pair in pairs for c in pair) + " |")
+            lines.append("")
     lines += ["Ordering the thesis claims (per task, mean test score): π_g init + traversal ≥ either alone ≥ "
               "baselines (A2C, FN).", ""]
     def compare(a, b):
@@ -276,7 +292,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", default="smoke", choices=tuple(BUDGETS))
     p.add_argument("--sizes", default="small", help=f"comma-separated maze sizes ({', '.join(maze.SIZES)})")
     p.add_argument("--tasks", default=",".join(maze.TASKS))
-    p.add_argument("--columns", default=",".join(COLUMNS), help=f"valid: {', '.join(COLUMNS)}")
+    p.add_argument("--columns", default=",".join(THESIS_COLUMNS),
+                   help=f"valid: {', '.join(COLUMNS)} (default: the thesis's, {', '.join(THESIS_COLUMNS)})")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="override the budget's env steps per phase-2 run")
     p.add_argument("--view", default="ego", choices=maze.VIEWS,
@@ -302,6 +319,8 @@ def main(argv=None) -> int:
         with open(os.path.join(out, "results.json")) as f:
             saved = json.load(f)
         args.view = saved.get("view", "ego")  # records before the view switch are all ego
+        same = lambda b: {**b, "steps": 0} == {**saved["budget"], "steps": 0}  # noqa: E731 (--steps may differ)
+        args.budget = next((name for name, b in BUDGETS.items() if same(b)), args.budget)
         plot(out, saved["results"])
         path = write_report(args, out, saved["budget"], saved["results"], saved["runs"], saved.get("graphs"))
         print(open(path).read())

@@ -127,6 +127,36 @@ def test_pi_g_initialises_both_encoders_and_random_waypoints_keep_the_graph_size
                            np.asarray(encoder["dense_0"]["kernel"]))
 
 
+@pytest.mark.parametrize("env", ["maze-small-multigoal", "maze-small-door-key"])
+def test_pi_g_worker_starts_the_worker_as_pi_g_towards_its_narrow_goal(graph_dir, env):
+    """With pi_g_worker the Worker's logits for π_g's actions and its value equal π_g's for the
+    narrow goal, whatever the wide goal; Door-Key's extra actions keep fresh weights."""
+    from repthesis.nn.world_graph import GoalPolicy
+
+    graph_trainer, graph_state = world_graph.load_run(str(graph_dir))
+    pi_g = graph_state.params["policy"]
+    trainer = make("feudal-wn", graph_dir, env=env, hidden=128, pi_g_worker=True)
+    state = trainer.init(jax.random.PRNGKey(0))
+    worker = GoalPolicy(trainer.env.num_actions, trainer.env.side, 128)
+    policy = GoalPolicy(4, trainer.env.side, 128)
+    obs = state.obs  # [B, 7, 7, C]
+    rng = np.random.default_rng(0)
+    narrow = jnp.asarray(rng.integers(-6, 7, (obs.shape[0], 2)))
+    wide = jnp.asarray(rng.integers(-6, 7, (obs.shape[0], 2)))
+    w_logits, w_value = worker.apply(state.params["worker"], obs, jnp.concatenate([narrow, wide], -1))
+    g_logits, g_value = policy.apply(pi_g, obs, narrow)
+    np.testing.assert_allclose(np.asarray(w_logits[:, :4]), np.asarray(g_logits), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(w_value), np.asarray(g_value), rtol=1e-5, atol=1e-5)
+    plain = make("feudal-wn", graph_dir, env=env, hidden=128).init(jax.random.PRNGKey(0))
+    p_logits, _ = worker.apply(plain.params["worker"], obs, jnp.concatenate([narrow, wide], -1))
+    assert not np.allclose(np.asarray(p_logits[:, :4]), np.asarray(g_logits), atol=1e-3)
+    if trainer.env.num_actions > 4:  # pick / toggle: the fresh initialisation, as without the option
+        np.testing.assert_array_equal(np.asarray(state.params["worker"]["params"]["policy_head"]["kernel"][:, 4:]),
+                                      np.asarray(plain.params["worker"]["params"]["policy_head"]["kernel"][:, 4:]))
+    with pytest.raises(ValueError, match="pi_g_worker=true needs pi_g_init=true"):
+        make("feudal-wn", graph_dir, hidden=128, pi_g_worker=True, pi_g_init=False)
+
+
 def test_full_view_graph_initialises_a_full_view_feudal_agent(graph_dir, tmp_path):
     """``view=full`` in phase 1 sizes π_g's encoder for the whole maze; a ``-full`` maze task copies it."""
     import shutil

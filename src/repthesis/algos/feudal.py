@@ -58,6 +58,7 @@ class FeudalConfig(RolloutBudget):
     wide_narrow: bool = True  # Wide-then-Narrow goals (§3.4.2); False: one goal among all cells
     traversal: bool = True  # world-graph traversal towards the wide goal (§3.4.3); needs wide_narrow
     pi_g_init: bool = True  # state encoders initialised from π_g (App. 3.B)
+    pi_g_worker: bool = False  # ours: the Worker also starts as π_g towards its narrow goal (goal layer, heads)
     waypoints: str = "learned"  # learned (V_p) | random (V_rand, Table 3.3)
     horizon: int = 20  # c: Worker steps per goal (App. 3.C.3)
     narrow_window: int = 0  # N of the narrow goal's window; 0: the thesis's (5 small/medium, 7 large)
@@ -94,6 +95,8 @@ class FeudalConfig(RolloutBudget):
             raise ValueError(f"narrow_window={self.narrow_window} must be odd (a window centred on the waypoint)")
         if self.traversal and not self.wide_narrow:
             raise ValueError("traversal=true needs wide_narrow=true (traversals run towards the wide goal)")
+        if self.pi_g_worker and not (self.pi_g_init and self.wide_narrow):
+            raise ValueError("pi_g_worker=true needs pi_g_init=true and wide_narrow=true (the narrow goal is π_g's goal)")
         if self.waypoints == "random" and not self.wide_narrow:
             raise ValueError("waypoints=random needs wide_narrow=true (waypoints are the wide goals)")
 
@@ -194,6 +197,23 @@ def masked_choice(logits, ok, key, greedy, chosen=None):
     return chosen, logp, -jnp.sum(jnp.exp(log_p) * jnp.where(ok, log_p, 0.0), -1)
 
 
+def worker_from_pi_g(worker: dict, pi_g: dict, hidden: int) -> dict:
+    """The Worker's goal layer and heads set to π_g's so that it starts as π_g towards its narrow goal:
+    π_g's rows for (offset, sign) go to the narrow goal's, the wide goal's rows start at 0; actions π_g
+    lacks (Door-Key's pick / toggle) keep their fresh columns."""
+    w = jax.tree.map(jnp.asarray, worker)
+    src = jax.tree.map(jnp.asarray, pi_g)
+    k, g = w["goal_layer"]["kernel"], src["goal_layer"]["kernel"]
+    h = hidden
+    k = jnp.zeros_like(k).at[:h].set(g[:h]).at[h:h + 2].set(g[h:h + 2]).at[h + 4:h + 6].set(g[h + 2:h + 4])
+    n = src["policy_head"]["kernel"].shape[-1]
+    pol = w["policy_head"]
+    return {**w, "goal_layer": {"kernel": k, "bias": src["goal_layer"]["bias"]},
+            "policy_head": {"kernel": pol["kernel"].at[:, :n].set(src["policy_head"]["kernel"]),
+                            "bias": pol["bias"].at[:n].set(src["policy_head"]["bias"])},
+            "value_head": src["value_head"]}
+
+
 class Trainer(NamedTuple):
     cfg: FeudalConfig
     env: Any
@@ -236,11 +256,12 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
     env = maze.make(cfg.env)
     env_params = env.default_params
     walls, side = env.walls, env.side
-    encoder = None
+    encoder = pi_g = None
     if cfg.pi_g_init or cfg.waypoints == "random":  # (random waypoints imply wide_narrow: FeudalConfig)
         graph_trainer, graph_state = world_graph.load_run(cfg.graph)
         if cfg.pi_g_init:  # its width is GoalPolicy.hidden = cfg.hidden, as check_graph required
             encoder = graph_state.params["policy"]["params"]["encoder"]
+            pi_g = graph_state.params["policy"]["params"] if cfg.pi_g_worker else None
         if cfg.waypoints == "random":  # V_rand (Table 3.3): as many random cells, edges as §3.3.3
             graph = world_graph.random_graph(graph_trainer, graph_state, len(graph.waypoints), env_seed)
     consts = wg.goal_tables(graph, walls, cfg.narrow, cfg.traversal)
@@ -440,6 +461,8 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
         if encoder is not None:  # App. 3.B: both levels' state encoders start as π_g's
             for part in params:
                 params[part]["params"]["encoder"] = jax.tree.map(jnp.asarray, encoder)
+        if pi_g is not None:
+            params["worker"]["params"] = worker_from_pi_g(params["worker"]["params"], pi_g, cfg.hidden)
         return FeudalState(params=params, opt_state={p: opt.init(params[p]) for p in params},
                            update_step=jnp.zeros((), jnp.int32), **fresh_agents(env_state, obs, env_rng, cfg.hidden))
 
