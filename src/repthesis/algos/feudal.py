@@ -13,7 +13,9 @@ has spent ``horizon`` (c = 20) of its own steps on it; the Worker π^ω(a | s, g
   deterministic in every task (lava ends episodes but moves nobody), so the replay follows
   the route; a blocked move (Door-Key's closed door, absent from the graph's maze) ends it early.
   The thesis uses π_g instead of replay in its stochastic maze; we replay there too.
-* ``pi_g_init`` (App. 3.B): the Manager's and the Worker's state encoders start from π_g's.
+* ``pi_g_init`` (App. 3.B): the Manager's and the Worker's state encoders start from π_g's;
+  ``pi_g_worker`` (ours, not the thesis's): the Worker starts as π_g itself towards its narrow
+  goal (``worker_from_pi_g``).
 * ``waypoints``: ``learned`` (V_p of the ``--graph`` run) or ``random`` (V_rand, Table 3.3: as
   many random open cells, edges formed as in §3.3.3 with the graph run's π_g).
 
