@@ -172,6 +172,10 @@ def tasks_of(results, size: str) -> list:
 def write_report(args, out, budget, results, commands, graphs=None) -> str:
     """results.md and results.json of every task recorded; ``commands``: the runs that produced them."""
     sizes = sizes_of(results)
+
+    def cell(size, task, column):
+        return fmt([r["test"] for r in results.get(f"{size} {task} {column}", [])])
+
     view = "" if args.view == "ego" else f", {args.view} view"
     lines = [f"# Tables 3.2 / 3.3 form on the chapter-3 mazes ({args.budget} budget{view})", ""]
     for r in commands:
@@ -198,28 +202,25 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
         for task in size_tasks:
             cells = []
             for i, c in enumerate(TABLE_32):
-                runs = results.get(f"{size} {task} {c}", [])
-                cells.append(f"{fmt([r['test'] for r in runs])} [{THESIS_32[size][task][i] or 'failed'}]")
+                cells.append(f"{cell(size, task, c)} [{THESIS_32[size][task][i] or 'failed'}]")
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines += ["", f"## Table 3.3, {size} maze (both with π_g init and traversal)", "",
                   "| waypoints | " + " | ".join(size_tasks) + " |", "|---" * (len(size_tasks) + 1) + "|"]
         for i, (label, c) in enumerate((("learned V_p", "wn-init-trav"), ("random V_rand", "wn-rand"))):
             lines.append(f"| {label} | " + " | ".join(
-                fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
-                + (f" [{THESIS_33[t][i]}]" if size == "large" else "") for t in size_tasks) + " |")
+                cell(size, t, c) + (f" [{THESIS_33[t][i]}]" if size == "large" else "") for t in size_tasks) + " |")
         lines.append("")
-        ours = [t for t in size_tasks if any(f"{size} {t} {c}" in results for c in ("wn-initw", "wn-initw-trav"))]
+        pairs = (("wn-init", "wn-initw"), ("wn-init-trav", "wn-initw-trav"))  # thesis's column, ours
+        ours = [t for t in size_tasks if any(f"{size} {t} {b}" in results for _, b in pairs)]
         if ours:  # π_g's whole policy as the Worker's start, beside the thesis's encoder-only copy
-            pairs = (("wn-init", "wn-initw"), ("wn-init-trav", "wn-initw-trav"))
             lines += [f"## Ours, {size} maze: the Worker starts as π_g (`--pi-g-worker=true`) against the thesis's "
                       "encoder-only π_g init", "",
                       "| task | " + " | ".join(f"{COLUMNS[a][0]} | {COLUMNS[b][0]}" for a, b in pairs) + " |",
                       "|---" * 5 + "|"]
             for t in ours:
-                lines.append(f"| {t} | " + " | ".join(fmt([r["test"] for r in results.get(f"{size} {t} {c}", [])])
-                                                     for pair in pairs for c in pair) + " |")
+                lines.append(f"| {t} | " + " | ".join(cell(size, t, c) for pair in pairs for c in pair) + " |")
             lines.append("")
-    ordering = []
+
     def compare(a, b):
         """'holds' / 'does NOT hold' for mean(a) ≥ mean(b), or 'not resolved' when the means are closer
         than the larger of the two seed standard deviations."""
@@ -228,6 +229,7 @@ def write_report(args, out, budget, results, commands, graphs=None) -> str:
             return f"not resolved ({ma:.2f} vs {mb:.2f}, within one seed std)"
         return f"{'holds' if ma >= mb else 'does NOT hold'} ({ma:.2f} vs {mb:.2f})"
 
+    ordering = []
     for size in sizes:
         for task in tasks_of(results, size):
             scores = {c: [r["test"] for r in results[f"{size} {task} {c}"]]

@@ -199,14 +199,15 @@ def masked_choice(logits, ok, key, greedy, chosen=None):
     return chosen, logp, -jnp.sum(jnp.exp(log_p) * jnp.where(ok, log_p, 0.0), -1)
 
 
-def worker_from_pi_g(worker: dict, pi_g: dict, hidden: int) -> dict:
+def worker_from_pi_g(worker: dict, pi_g: dict) -> dict:
     """The Worker's goal layer and heads set to π_g's so that it starts as π_g towards its narrow goal:
     π_g's rows for (offset, sign) go to the narrow goal's, the wide goal's rows start at 0; actions π_g
-    lacks (Door-Key's pick / toggle) keep their fresh columns."""
+    lacks (Door-Key's pick / toggle) keep their fresh columns. (GoalPolicy's goal layer reads
+    [features (h), offsets (2 per goal), their signs (2 per goal)].)"""
     w = jax.tree.map(jnp.asarray, worker)
     src = jax.tree.map(jnp.asarray, pi_g)
     k, g = w["goal_layer"]["kernel"], src["goal_layer"]["kernel"]
-    h = hidden
+    h = g.shape[0] - 4  # π_g's one goal: 2 offsets, 2 signs
     k = jnp.zeros_like(k).at[:h].set(g[:h]).at[h:h + 2].set(g[h:h + 2]).at[h + 4:h + 6].set(g[h + 2:h + 4])
     n = src["policy_head"]["kernel"].shape[-1]
     pol = w["policy_head"]
@@ -464,7 +465,7 @@ def make_train(cfg: FeudalConfig, num_devices: int = 1, env_seed: int = 0) -> Tr
             for part in params:
                 params[part]["params"]["encoder"] = jax.tree.map(jnp.asarray, encoder)
         if pi_g is not None:
-            params["worker"]["params"] = worker_from_pi_g(params["worker"]["params"], pi_g, cfg.hidden)
+            params["worker"]["params"] = worker_from_pi_g(params["worker"]["params"], pi_g)
         return FeudalState(params=params, opt_state={p: opt.init(params[p]) for p in params},
                            update_step=jnp.zeros((), jnp.int32), **fresh_agents(env_state, obs, env_rng, cfg.hidden))
 
