@@ -7,7 +7,7 @@ import pytest
 
 from repthesis.algos.vae import log_weights
 from repthesis.gen import objectives as obj
-from repthesis.nn.vae import VAE, from_blocks, to_blocks
+from repthesis.nn.vae import VAE, BlockLSTM, from_blocks, to_blocks
 
 X = (jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 16, 1)) < 0.4).astype(jnp.float32)
 
@@ -23,6 +23,23 @@ def test_blocks_round_trip_and_hold_consecutive_channels():
     assert blocks.shape == (2, 4, 2 * 3 * 2)
     np.testing.assert_array_equal(from_blocks(blocks, (2, 3, 8)), z)
     np.testing.assert_array_equal(blocks[0, 1].reshape(2, 3, 2), z[0, :, :, 2:4])
+
+
+def test_block_lstm_is_flax_lstm_cell_with_the_same_weights():
+    """The hand-written recurrence (input projections hoisted out of it) computes flax's LSTMCell."""
+    import flax.linen as nn
+
+    blocks = jax.random.normal(jax.random.PRNGKey(3), (3, 5, 6))
+    net = BlockLSTM(4)
+    params = net.init(jax.random.PRNGKey(4), blocks)["params"]
+    w_x, b, w_h = params["input"]["kernel"], params["input"]["bias"], params["recurrent"]
+    gate = lambda w, k: w[..., 4 * k:4 * (k + 1)]  # noqa: E731  (gates i, f, g, o, 4 units each)
+    cell = {f"i{name}": {"kernel": gate(w_x, k)} for k, name in enumerate("ifgo")}
+    cell |= {f"h{name}": {"kernel": gate(w_h, k), "bias": gate(b, k)} for k, name in enumerate("ifgo")}
+    h = nn.RNN(nn.LSTMCell(4)).apply({"params": {"cell": cell}}, blocks)
+    expected = nn.Dense(6).apply({"params": params["Dense_0"]}, h)
+    np.testing.assert_allclose(net.apply({"params": params}, blocks), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(h[:, 0], h[:, 1], atol=1e-3)  # the steps differ: the comparison is not vacuous
 
 
 @pytest.mark.parametrize("kind, latent_shape", [("vae", (3, 2 * 2 * 8)), ("cvae", (3, 2, 2, 8)), ("crvae", (3, 2, 2, 8))])
