@@ -69,17 +69,26 @@ def _flops(compiled) -> float:
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
+def _policy_args(state) -> tuple:
+    """The arguments ``trainer.policy`` takes from a learner state, for costing and timing the network."""
+    return state.params, state.carry, state.obs, state.reset, state.env_rng
+
+
+def _output_sum(out) -> jax.Array:
+    """One scalar over every network output (logits, value, KL): what the timed programs return."""
+    return jnp.sum(out.logits) + jnp.sum(out.value) + jnp.sum(out.kl)
+
+
 def network_flops_per_chunk(trainer, state) -> float:
     """Network FLOPs of one chunk: per update, t_max batched forward steps (acting) plus t_max
     forward+backward steps (learning), each costed by XLA's cost analysis of one step. (The cost
     analysis of the whole chunk counts a loop body once, not once per iteration.)"""
     cfg = trainer.cfg
-    args = (state.params, state.carry, state.obs, state.reset, state.env_rng)
+    args = _policy_args(state)
     fwd = jax.jit(lambda p, c, o, r, k: trainer.policy(p, c, o, r, k, 0))
 
     def scalar(p, c, o, r, k):
-        _, out = trainer.policy(p, c, o, r, k, 0)
-        return jnp.sum(out.logits) + jnp.sum(out.value) + jnp.sum(out.kl)
+        return _output_sum(trainer.policy(p, c, o, r, k, 0)[1])
 
     fwd_bwd = jax.jit(jax.grad(scalar))
     per_step = _flops(fwd.lower(*args).compile()) + _flops(fwd_bwd.lower(*args).compile())
@@ -100,16 +109,15 @@ def network_rates(trainer, state, reps: int = 5) -> tuple[float, float]:
     def act(p, c, o, r, k):
         def one(c, t):
             c, out = trainer.policy(p, c, o, r, k, t)
-            return c, jnp.sum(out.logits) + jnp.sum(out.value) + jnp.sum(out.kl)
+            return c, _output_sum(out)
 
         return jax.lax.scan(one, c, jnp.arange(steps))[1].sum()
 
     def learn(p, c, o, r, k):
         many = lambda x: jnp.broadcast_to(x, (steps,) + x.shape)  # noqa: E731
-        out = unroll(trainer.network, p, c, many(o), many(r), k, lambda key, t: noise_rngs(cfg, key, t))
-        return jnp.sum(out.logits) + jnp.sum(out.value) + jnp.sum(out.kl)
+        return _output_sum(unroll(trainer.network, p, c, many(o), many(r), k, lambda key, t: noise_rngs(cfg, key, t)))
 
-    args = (state.params, state.carry, state.obs, state.reset, state.env_rng)
+    args = _policy_args(state)
     rates = []
     for fn in (jax.jit(act), jax.jit(jax.grad(learn))):
         jax.block_until_ready(fn(*args))
@@ -336,11 +344,6 @@ def main(argv=None) -> int:
     p.add_argument("--loops", action="store_true", help="chapter 2: A3C per MinAtar game, scan vs Python update loop")
     p.add_argument("--maze-envs", type=int, default=256)
     args = p.parse_args(argv)
-    # measure() compiles a chunk ahead of time to time the compile alone; with a persistent cache
-    # the chunk's first call loads that executable instead of compiling it a second time.
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="throughput-xla-cache-"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if args.gen:
         return gen_main(args)
     if args.loops:
@@ -362,12 +365,17 @@ def main(argv=None) -> int:
             "network: slim CNN (Table 2.G.2) → LSTM 512 → FC 2×512; t_max 20; chunks of 2 updates; seed 0.", "",
             "| configuration | compile (s, approx.) | agent-steps/s |", "|---|---|---|", *rows, "", *summary])
         return 0
+    # measure() compiles a chunk ahead of time to time the compile alone; with a persistent cache
+    # the chunk's first call loads that executable instead of compiling it a second time.
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="throughput-xla-cache-"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     peak = matmul_peak()
     print(f"device: {machine_description(device)}; matmul peak {peak / 1e9:.0f} GFLOP/s")
     rows = []
     for name, algo, overrides in [("reference (PureJaxRL PPO-RNN size)", "a3c", REFERENCE)] + [
             (a, a, BASE) for a in algos]:
-        r = measure(algo, overrides, args.chunks, rates=algo == "a3c" and overrides is REFERENCE)
+        r = measure(algo, overrides, args.chunks, rates=overrides is REFERENCE)
         r["name"] = name
         rows.append(r)
         print(f"{name:36s} compile {r['compile_s']:5.1f}s  {r['sps']:9.0f} env-steps/s  "
@@ -391,17 +399,16 @@ def main(argv=None) -> int:
                      f"{100 * r['flops_per_s'] / peak:.1f} |")
     ref = rows[0]
     target = REFERENCE_TARGET.get(device.platform)
-    lines += ["", "Compile: one chunk's program, ahead of time. A figure under 1 s is a cache hit: the run "
-              "already compiled an identical program (a2c's chunk is a3c's).",
-              "", f"HPA3C cost relative to A3C: {ratio:.2f}× (target ≤ 1.2×).",
-              f"Reference network alone over 20×64: acting forward {ref['net'][0]:.0f}, learning forward+backward {ref['net'][1]:.0f} "
-              f"samples/s, so at most {bound(*ref['net']):.0f} env-steps/s; the reference reaches "
-              f"{100 * ref['sps'] / bound(*ref['net']):.0f} % of that."]
+    summary = [f"HPA3C cost relative to A3C: {ratio:.2f}× (target ≤ 1.2×).",
+               f"Reference network alone over 20×64: acting forward {ref['net'][0]:.0f}, learning forward+backward "
+               f"{ref['net'][1]:.0f} samples/s, so at most {bound(*ref['net']):.0f} env-steps/s; the reference "
+               f"reaches {100 * ref['sps'] / bound(*ref['net']):.0f} % of that."]
     if target:
-        lines.append(f"Reference target on {device.platform}: ≥ {target[0]} env-steps/s ({target[1]}): "
-                     f"{'met' if ref['sps'] >= target[0] else 'not met'}.")
-    print("\n".join(lines[-3:]))
-    print(f"HPA3C/A3C cost: {ratio:.2f}x")
+        summary.append(f"Reference target on {device.platform}: ≥ {target[0]} env-steps/s ({target[1]}): "
+                       f"{'met' if ref['sps'] >= target[0] else 'not met'}.")
+    print("\n".join(summary))
+    lines += ["", "Compile: one chunk's program, ahead of time. A figure under 1 s is a cache hit: the run "
+              "already compiled an identical program (a2c's chunk is a3c's).", "", *summary]
     write_results(args, "throughput", lines)
     return 0
 
