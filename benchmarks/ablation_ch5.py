@@ -53,65 +53,164 @@ EXTRA = [
 ]
 
 
-def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, test_images) -> dict:
+CHUNK = 500  # optimiser steps per compiled chunk: the granularity of checkpoints, --eval-every and --time-limit
+
+
+def run_name(algo: str, overrides: dict, seed: int) -> str:
+    """The checkpoint folder of one model × seed, e.g. ``crvae-blocks=4-seed0``."""
+    return "-".join([algo] + [f"{k}={v}" for k, v in sorted(overrides.items())] + [f"seed{seed}"])
+
+
+def score(trainer, params, test_images, seed: int, samples: int) -> float:
+    """Mean importance-sampled NLL (nats) on the test images; the same keys at every call."""
+    key = jax.random.PRNGKey(TEST_SEED_OFFSET + seed)
+    return float(np.concatenate([trainer.nll(params, test_images[i:i + 100], jax.random.fold_in(key, i), samples=samples)
+                                 for i in range(0, len(test_images), 100)]).mean())
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path + ".part", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".part", path)  # atomic: an interrupted write never leaves half a file
+
+
+def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, test_images, run_dir: str,
+                    deadline: float = float("inf"), eval_every: int = 0, checkpoint_s: float = 600) -> dict | None:
+    """Train one model × seed for the budget's steps and score its final model; None when the
+    deadline came first (the state is then checkpointed in ``run_dir`` and a later call resumes it:
+    parameters, optimiser state and the rng, so the resumed run equals an uninterrupted one)."""
+    from repthesis.utils.checkpoint import CheckpointStore
+
     steps = budget["steps"]
-    chunk = min(steps, 500)
+    chunk = min(steps, CHUNK)
     cfg = registry.make_config(algo, {**overrides, "data": "mnist", "width": budget["width"], "total_steps": steps,
                                       "steps_per_chunk": chunk, "nll_chunk": min(budget["samples"], 250)})
     trainer = registry.get_algo(algo).make_train(cfg, ds.train, ds.binary)
     state = trainer.init(jax.random.PRNGKey(seed))
-    t0, chunk_s = time.time(), []
-    for _ in tqdm(range(cfg.num_chunks), desc=f"{algo} seed {seed}", unit="chunk", disable=not sys.stderr.isatty()):
+    store = CheckpointStore(os.path.join(run_dir, "checkpoints"), max_to_keep=2)
+    progress_path = os.path.join(run_dir, "progress.json")
+    progress = {"step": 0, "train_s": 0.0, "timed_s": 0.0, "timed_steps": 0, "curve": [],
+                "train_bound": float("nan")}
+    step, restored = store.restore_latest(state)
+    if restored is not None:
+        state = trainer.restore(restored)
+        if os.path.isfile(progress_path):
+            with open(progress_path) as f:
+                progress = json.load(f)
+        progress["curve"] = [c for c in progress["curve"] if c[0] <= step]
+        print(f"{os.path.basename(run_dir)}: resumed at step {step:,} of {cfg.num_chunks * chunk:,}", flush=True)
+
+    def save():
+        if int(state.step) not in store.steps():
+            store.save(int(state.step), state)
+        _write_json(progress_path, {**progress, "step": int(state.step)})
+
+    bound_name = "elbo" if cfg.iw_samples == 1 else "iwae"
+    first, saved_at, total = True, time.time(), cfg.num_chunks * chunk
+    bar = tqdm(total=cfg.num_chunks, initial=int(state.step) // chunk, desc=f"{algo} seed {seed}", unit="chunk",
+               disable=not sys.stderr.isatty())
+    while int(state.step) < total:
         t = time.time()
         state, metrics = trainer.run_chunk(state)
         jax.block_until_ready(metrics)
-        chunk_s.append(time.time() - t)
-    train_s = time.time() - t0
-    timed = chunk_s[1:] or chunk_s  # steps/s after the first chunk, which includes compilation
+        dt = time.time() - t
+        progress["train_s"] += dt
+        progress["train_bound"] = float(metrics[bound_name])
+        if not first:  # the first chunk of every start includes compilation
+            progress["timed_s"] += dt
+            progress["timed_steps"] += chunk
+        first = False
+        bar.update()
+        if eval_every and int(state.step) % eval_every == 0:
+            progress["curve"].append([int(state.step), score(trainer, state.params, test_images, seed, budget["samples"])])
+        if int(state.step) < total and time.time() >= deadline:
+            save()
+            bar.close()
+            store.close()
+            return None
+        if time.time() - saved_at >= checkpoint_s:
+            save()
+            saved_at = time.time()
+    bar.close()
+    save()  # the final model stays on disk (e.g. for a larger-K NLL later)
+    store.close()
     t0 = time.time()
-    nll = np.concatenate([trainer.nll(state.params, test_images[i:i + 100],
-                                      jax.random.fold_in(jax.random.PRNGKey(TEST_SEED_OFFSET + seed), i),
-                                      samples=budget["samples"]) for i in range(0, len(test_images), 100)])
-    bound = "elbo" if cfg.iw_samples == 1 else "iwae"
-    return {"nll": float(nll.mean()), "train_bound": float(metrics[bound]), "train_s": train_s,
-            "steps_per_s": chunk * len(timed) / sum(timed), "nll_s": time.time() - t0}
+    curve = progress["curve"]
+    nll = curve[-1][1] if curve and curve[-1][0] == int(state.step) else score(
+        trainer, state.params, test_images, seed, budget["samples"])
+    return {"nll": nll, "train_bound": progress["train_bound"], "train_s": progress["train_s"],
+            "steps_per_s": progress["timed_steps"] / progress["timed_s"] if progress["timed_s"] else float("nan"),
+            "nll_s": time.time() - t0, "curve": curve}
 
 
-def write_report(args, out, budget, rows, results, wall) -> str:
+def row_key(algo: str, overrides: dict) -> str:
+    return f"{algo} {json.dumps(overrides, sort_keys=True)}"
+
+
+def row_label(name: str, spec: str) -> str:
+    return name if spec == "–" else f"{name} {spec}"
+
+
+def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> str:
     lines = [
         f"# Table 5.B.1 form: NLL on binarised MNIST ({args.budget} budget)", "",
         f"Command: `python benchmarks/ablation_ch5.py {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {machine_description()}; wall time {wall:.0f}s  ",
+        f"Machine: {machine_description()}; wall time {wall:.0f}s (over every --resume)  ",
         f"Budget: {budget['steps']:,} Adam steps (lr 1e-3, batch 64) per run, conv width {budget['width']}, "
         f"seeds 0..{args.seeds - 1}; NLL by importance sampling with K = {budget['samples']:,} per image on "
         f"{budget['test_images'] or 10_000:,} test images binarised once (seed {NLL_BINARISATION_SEED}).  ",
         "NLL in nats, lower is better: mean ± std over seeds of each run's mean over test images. The thesis "
         "column is Table 5.B.1 (converged models, K = 10,000, all 10,000 test images).", "",
-        "| model | specification | NLL | per seed | thesis | train steps/s (after compile) |", "|---|---|---|---|---|---|",
     ]
+    if pending:
+        lines += [f"**Incomplete: {pending} run(s) not finished yet; rerun the command with `--resume` to continue "
+                  "them.**", ""]
+    lines += ["| model | specification | NLL | per seed | thesis | train steps/s (after compile) |",
+              "|---|---|---|---|---|---|"]
     for name, spec, algo, over, thesis in rows:
-        runs = results.get(f"{algo} {json.dumps(over, sort_keys=True)}", [])
+        runs = results.get(row_key(algo, over), [])
         if not runs:
             continue
         nll = np.array([r["nll"] for r in runs])
         sps = np.mean([r["steps_per_s"] for r in runs])
         lines.append(f"| {name} | {spec} | {nll.mean():.2f} ± {nll.std():.2f} | "
                      f"{', '.join(f'{v:.2f}' for v in nll)} | {thesis:.2f} | {sps:.1f} |")
-    mean = {f"{name} {spec}": np.mean([r["nll"] for r in results.get(f"{algo} {json.dumps(over, sort_keys=True)}", [])]
-                                      or [np.nan]) for name, spec, algo, over, _ in rows}
-    checks = [("crVAE < VAE", mean.get("crVAE both, T = 8"), mean.get("VAE –")),
+    mean = {row_label(name, spec): np.mean([r["nll"] for r in results.get(row_key(algo, over), [])] or [np.nan])
+            for name, spec, algo, over, _ in rows}
+    checks = [("crVAE < VAE", mean.get("crVAE both, T = 8"), mean.get("VAE")),
               ("crIWAE < crVAE", mean.get("crIWAE K = 5"), mean.get("crVAE both, T = 8"))]
     lines += ["", "Orderings the thesis reports (on mean NLL over seeds):", ""]
     for claim, a, b in checks:
         if a is not None and b is not None and np.isfinite(a) and np.isfinite(b):
             lines.append(f"- {claim}: {'holds' if a < b else 'does NOT hold'} here ({a:.2f} vs {b:.2f})")
     lines += ["", "Plot: `nll.png`"]
+    curves = curve_means(rows, results)
+    if curves:
+        steps = sorted({s for c in curves.values() for s in c})
+        lines += ["", "NLL during training (`--eval-every`; the same test images and K; mean over the seeds that "
+                  "reached the step):", "", "| step | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+        lines += [f"| {s:,} | " + " | ".join(f"{c[s]:.2f}" if s in c else "" for c in curves.values()) + " |"
+                  for s in steps]
+        lines += ["", "Plot: `nll_curve.png`"]
     path = os.path.join(out, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"budget": budget, "seeds": args.seeds, "results": results}, f, indent=1)
+    _write_json(os.path.join(out, "results.json"),
+                {"budget": budget, "seeds": args.seeds, "wall_s": wall, "results": results})
     return path
+
+
+def curve_means(rows, results) -> dict[str, dict[int, float]]:
+    """{row label: {step: NLL mean over the runs evaluated at that step}} for rows with a curve."""
+    curves = {}
+    for name, spec, algo, over, _ in rows:
+        points: dict[int, list[float]] = {}
+        for r in results.get(row_key(algo, over), []):
+            for step, nll in r.get("curve", []):
+                points.setdefault(int(step), []).append(nll)
+        if points:
+            curves[row_label(name, spec)] = {s: float(np.mean(v)) for s, v in sorted(points.items())}
+    return curves
 
 
 def plot(out, rows, results) -> None:
@@ -122,27 +221,39 @@ def plot(out, rows, results) -> None:
 
     labels, values = [], []
     for name, spec, algo, over, _ in rows:
-        runs = results.get(f"{algo} {json.dumps(over, sort_keys=True)}", [])
+        runs = results.get(row_key(algo, over), [])
         if runs:
             labels.append(name if spec == "–" else f"{name}\n{spec}")
             values.append([r["nll"] for r in runs])
-    if not values:
-        return
-    fig, ax = plt.subplots(figsize=(1.4 * len(values) + 1, 3.5))
-    for i, v in enumerate(values):
-        ax.bar(i, np.mean(v), color="tab:blue", alpha=0.5)
-        ax.scatter([i] * len(v), v, color="k", s=12, zorder=3)
-    lo, hi = min(min(v) for v in values), max(max(v) for v in values)
-    ax.set_ylim(lo - 0.5 * (hi - lo + 1), hi + 0.2 * (hi - lo + 1))
-    ax.set_xticks(range(len(values)), labels, fontsize=8)
-    ax.set_ylabel("test NLL (nats), lower is better")
-    ax.set_title("Table 5.B.1 on MNIST: mean over seeds (bars), each seed (dots)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "nll.png"), dpi=100)
-    plt.close(fig)
+    if values:
+        fig, ax = plt.subplots(figsize=(1.4 * len(values) + 1, 3.5))
+        for i, v in enumerate(values):
+            ax.bar(i, np.mean(v), color="tab:blue", alpha=0.5)
+            ax.scatter([i] * len(v), v, color="k", s=12, zorder=3)
+        lo, hi = min(min(v) for v in values), max(max(v) for v in values)
+        ax.set_ylim(lo - 0.5 * (hi - lo + 1), hi + 0.2 * (hi - lo + 1))
+        ax.set_xticks(range(len(values)), labels, fontsize=8)
+        ax.set_ylabel("test NLL (nats), lower is better")
+        ax.set_title("Table 5.B.1 on MNIST: mean over seeds (bars), each seed (dots)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "nll.png"), dpi=100)
+        plt.close(fig)
+    curves = curve_means(rows, results)
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for label, c in curves.items():
+            ax.plot(list(c), list(c.values()), marker=".", label=label)
+        ax.set_xlabel("optimiser steps")
+        ax.set_ylabel("test NLL (nats)")
+        ax.set_title("NLL during training: mean over seeds", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "nll_curve.png"), dpi=100)
+        plt.close(fig)
 
 
 def main(argv=None) -> int:
+    start = time.time()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="smoke", choices=tuple(BUDGETS))
     p.add_argument("--seeds", type=int, default=3)
@@ -150,6 +261,16 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=None,
                    help="comma-separated algos to run, in this order (default: every row of --table)")
     p.add_argument("--steps", type=int, default=None, help="override the budget's optimiser steps per run")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help=f"also score the NLL every N optimiser steps (a multiple of {CHUNK}, or of --steps when "
+                        "smaller): the NLL-vs-steps table and nll_curve.png")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop cleanly after this many minutes (checked after every chunk), checkpointed; "
+                        "continue with --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the runs in --out: finished runs are kept, an unfinished one resumes from its "
+                        "latest checkpoint (starts afresh when --out holds nothing)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="minutes of training between checkpoints")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -163,29 +284,59 @@ def main(argv=None) -> int:
         rows = [r for m in wanted for r in rows if r[2] == m]
     if args.seeds < 1:
         p.error(f"--seeds={args.seeds} must be >= 1")
-    try:
-        data.check("mnist", args.data_dir)
-    except data.DataError as e:
-        p.error(str(e))
     budget = dict(BUDGETS[args.budget])
     if args.steps is not None:
         if args.steps < 1:
             p.error(f"--steps={args.steps} must be >= 1")
         budget["steps"] = args.steps
+    chunk = min(budget["steps"], CHUNK)
+    if args.eval_every < 0 or args.eval_every % chunk:
+        p.error(f"--eval-every={args.eval_every} must be a multiple of the chunk, {chunk} optimiser steps (0: off)")
+    if args.time_limit is not None and args.time_limit < 0:
+        p.error(f"--time-limit={args.time_limit} must be >= 0 minutes")
+    if args.checkpoint_minutes <= 0:
+        p.error(f"--checkpoint-minutes={args.checkpoint_minutes} must be > 0")
+    try:
+        data.check("mnist", args.data_dir)
+    except data.DataError as e:
+        p.error(str(e))
     out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch5_{args.budget}")
+    runs_dir = os.path.join(out, "runs")
+    results, wall = {}, 0.0
+    if args.resume and os.path.isfile(os.path.join(out, "results.json")):
+        with open(os.path.join(out, "results.json")) as f:
+            previous = json.load(f)
+        if previous["budget"] != budget:
+            p.error(f"--resume: {out} holds runs of another budget ({previous['budget']}); this one is {budget}")
+        results, wall = previous["results"], previous.get("wall_s", 0.0)
+    elif not args.resume and os.path.isdir(runs_dir) and os.listdir(runs_dir):
+        p.error(f"{runs_dir} holds checkpoints of an earlier invocation; pass --resume to continue it, "
+                "or choose another --out")
     os.makedirs(out, exist_ok=True)
     ds = data.load("mnist", args.data_dir, 28)
     test_images = test_set(ds, budget["test_images"])
-    t0, results = time.time(), {}
-    for seed in range(args.seeds):  # seeds outermost: a partial report already covers every model
-        for name, spec, algo, over, _ in rows:
-            r = train_and_score(algo, over, budget, seed, ds, test_images)
-            results.setdefault(f"{algo} {json.dumps(over, sort_keys=True)}", []).append(r)
-            print(f"seed {seed} {name:7s} {spec:20s} NLL {r['nll']:.2f}  train {r['train_bound']:.2f}  "
-                  f"({r['train_s']:.0f}s train, {r['nll_s']:.0f}s NLL)", flush=True)
-            write_report(args, out, budget, rows, results, time.time() - t0)
+    deadline = start + 60 * args.time_limit if args.time_limit is not None else float("inf")
+    todo = [(seed, row) for seed in range(args.seeds) for row in rows  # seeds outermost: a partial report covers every model
+            if not any(r.get("seed", i) == seed for i, r in enumerate(results.get(row_key(row[2], row[3]), [])))]
+    for n, (seed, (name, spec, algo, over, _)) in enumerate(todo):
+        r = None
+        if n == 0 or time.time() < deadline:
+            r = train_and_score(algo, over, budget, seed, ds, test_images,
+                                os.path.join(runs_dir, run_name(algo, over, seed)), deadline, args.eval_every,
+                                60 * args.checkpoint_minutes)
+        if r is None:
+            path = write_report(args, out, budget, rows, results, wall + time.time() - start, pending=len(todo) - n)
             plot(out, rows, results)
-    path = write_report(args, out, budget, rows, results, time.time() - t0)
+            print(f"--time-limit of {args.time_limit:g} min reached: checkpointed; {len(todo) - n} run(s) left. "
+                  f"Continue with --resume. Partial report: {path}")
+            return 0
+        results.setdefault(row_key(algo, over), []).append({"seed": seed, **r})
+        print(f"seed {seed} {name:7s} {spec:20s} NLL {r['nll']:.2f}  train {r['train_bound']:.2f}  "
+              f"({r['train_s']:.0f}s train, {r['nll_s']:.0f}s NLL)", flush=True)
+        write_report(args, out, budget, rows, results, wall + time.time() - start, pending=len(todo) - n - 1)
+        plot(out, rows, results)
+    path = write_report(args, out, budget, rows, results, wall + time.time() - start)
+    plot(out, rows, results)
     print(open(path).read())
     print(f"wrote {path}")
     return 0
