@@ -14,13 +14,16 @@ speed), ``results.json`` and ``nll.png`` into ``benchmarks/results/ablation_ch5_
 rewritten after every run. Each model × seed is checkpointed under ``<out>/runs/`` (every
 ``--checkpoint-minutes``, at ``--time-limit`` and at its end); ``--resume`` keeps the finished
 runs and continues an unfinished one where it stopped, so the ``paper`` budget can run in pieces.
-The ``cpu`` budget is far below the thesis's training (which reports 10K-sample NLLs of converged
+A run folder is laid out as ``repthesis.train`` lays one out, so
+``python -m repthesis.evaluate --nll --run=<out>/runs/crvae-seed0 --checkpoint=latest --samples=10000``
+scores a final model with the thesis's K. The ``cpu`` budget is far below the thesis's training (which reports 10K-sample NLLs of converged
 models): it checks the pipeline and the early ordering only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -91,6 +94,9 @@ def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, tes
     trainer = registry.get_algo(algo).make_train(cfg, ds.train, ds.binary)
     state = trainer.init(jax.random.PRNGKey(seed))
     store = CheckpointStore(os.path.join(run_dir, "checkpoints"), max_to_keep=2)
+    # a run folder as repthesis.train writes it, so `repthesis.evaluate --nll --run=RUN_DIR --samples=10000`
+    # scores the final model with the thesis's K
+    _write_json(os.path.join(run_dir, "config.json"), {"algo": algo, "seed": seed, "config": dataclasses.asdict(cfg)})
     progress_path = os.path.join(run_dir, "progress.json")
     progress = {"step": 0, "train_s": 0.0, "timed_s": 0.0, "timed_steps": 0, "curve": [],
                 "train_bound": float("nan")}

@@ -60,6 +60,13 @@ def test_time_limit_then_resume_equals_an_uninterrupted_run(ablation, mnist_dir,
     table = open(os.path.join(parts, "results.md")).read()
     assert "Incomplete" not in table and f"| 30 | {a['nll']:.2f} |" in table
     assert os.path.isfile(os.path.join(parts, "nll_curve.png"))
+    # its final model is a run folder that repthesis.evaluate --nll scores (here with the same keys)
+    from repthesis import evaluate
+
+    run = os.path.join(parts, "runs", "vae-seed0")
+    assert evaluate.main(["--nll", f"--run={run}", "--checkpoint=latest", "--samples=10", "--test-images=100",
+                          f"--data-dir={mnist_dir}", f"--out={tmp_path}"]) == 0
+    assert f"NLL {b['nll']:.2f}" in capsys.readouterr().out
     # a finished run is kept, not retrained, by a later --resume (e.g. one adding seeds)
     assert ablation.main(args + [f"--out={parts}", "--resume"]) == 0
     assert results(parts)["results"]["vae {}"] == [b]
