@@ -30,11 +30,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from repthesis import data, registry
 from repthesis.evaluate import NLL_BINARISATION_SEED, TEST_SEED_OFFSET, test_set
+from repthesis.gen import objectives as obj
 from repthesis.utils.logging import machine_description
 
 BUDGETS = {  # optimiser steps per run, conv width, NLL samples K, test images (0 = all 10,000)
@@ -72,6 +74,27 @@ def score(trainer, params, test_images, seed: int, samples: int) -> float:
     key = jax.random.PRNGKey(TEST_SEED_OFFSET + seed)
     return float(np.concatenate([trainer.nll(params, test_images[i:i + 100], jax.random.fold_in(key, i), samples=samples)
                                  for i in range(0, len(test_images), 100)]).mean())
+
+
+def latent_stats(trainer, params, images) -> dict:
+    """Where a model keeps its information about the test images: active units (Burda et al.,
+    2015: posterior mean varying over images by > 0.01) of its D latent units and the mean
+    KL(q(z|x) ‖ N(0, I)) in nats, and for crVAE both per channel block (Eq. 5.1's T terms)."""
+    net = trainer.network
+    encode = jax.jit(lambda p, x: net.apply(p, x, method=net.encode))
+    parts = [encode(params, jnp.asarray(images[i:i + 500])) for i in range(0, len(images), 500)]
+    mean, log_var = (np.concatenate([np.asarray(p[j]) for p in parts]) for j in (0, 1))
+    active = np.asarray(obj.active_units(mean))
+    stats = {"active_units": int(active.sum()), "latent_units": int(active.size)}
+    one_layer = net.stochastic_layers == 1  # with 2 layers q(z1|x)'s prior is p(z1|z2), not N(0, I)
+    if one_layer:
+        stats["kl"] = float(np.mean(obj.kl_to_standard_normal(mean, log_var)))
+    if net.kind == "crvae":
+        h, w, c = mean.shape[1:]
+        stats["active_per_block"] = active.reshape(h, w, net.blocks, c // net.blocks).sum(axis=(0, 1, 3)).tolist()
+        if one_layer:
+            stats["kl_per_block"] = np.mean(obj.block_kl(mean, log_var, net.blocks), axis=0).tolist()
+    return stats
 
 
 def _write_json(path: str, obj) -> None:
@@ -150,8 +173,9 @@ def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, tes
     nll = curve[-1][1] if curve and curve[-1][0] == int(state.step) else score(
         trainer, state.params, test_images, seed, budget["samples"])
     return {"nll": nll, "train_bound": progress["train_bound"], "train_s": progress["train_s"],
-            "steps_per_s": progress["timed_steps"] / progress["timed_s"] if progress["timed_s"] else float("nan"),
-            "nll_s": time.time() - t0, "curve": curve}
+            "steps_per_s": (progress["timed_steps"] / progress["timed_s"] if progress["timed_s"]  # one chunk: compile included
+                            else int(state.step) / progress["train_s"]),
+            "nll_s": time.time() - t0, "curve": curve, **latent_stats(trainer, state.params, test_images)}
 
 
 def row_key(algo: str, overrides: dict) -> str:
@@ -176,16 +200,25 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> st
     if pending:
         lines += [f"**Incomplete: {pending} run(s) not finished yet; rerun the command with `--resume` to continue "
                   "them.**", ""]
-    lines += ["| model | specification | NLL | per seed | thesis | train steps/s (after compile) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| model | specification | NLL | per seed | thesis | KL (nats) | active units | "
+              "train steps/s (after compile) |", "|---|---|---|---|---|---|---|---|"]
+    blocks = []
     for name, spec, algo, over, thesis in rows:
         runs = results.get(row_key(algo, over), [])
         if not runs:
             continue
         nll = np.array([r["nll"] for r in runs])
         sps = np.mean([r["steps_per_s"] for r in runs])
+        kl = _mean_of(runs, "kl")
+        active = _mean_of(runs, "active_units")
+        units = f"{active:.0f} / {runs[0]['latent_units']}" if active is not None else ""
         lines.append(f"| {name} | {spec} | {nll.mean():.2f} ± {nll.std():.2f} | "
-                     f"{', '.join(f'{v:.2f}' for v in nll)} | {thesis:.2f} | {sps:.1f} |")
+                     f"{', '.join(f'{v:.2f}' for v in nll)} | {thesis:.2f} | "
+                     f"{'' if kl is None else f'{kl:.2f}'} | {units} | {sps:.1f} |")
+        for stat, what in (("kl_per_block", "KL (nats)"), ("active_per_block", "active units")):
+            per_block = _mean_of(runs, stat)
+            if per_block is not None:
+                blocks.append(f"| {row_label(name, spec)} | {what} | " + " | ".join(f"{v:.1f}" for v in per_block) + " |")
     mean = {row_label(name, spec): np.mean([r["nll"] for r in results.get(row_key(algo, over), [])] or [np.nan])
             for name, spec, algo, over, _ in rows}
     checks = [("crVAE < VAE", mean.get("crVAE both, T = 8"), mean.get("VAE")),
@@ -195,6 +228,12 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> st
         if a is not None and b is not None and np.isfinite(a) and np.isfinite(b):
             lines.append(f"- {claim}: {'holds' if a < b else 'does NOT hold'} here ({a:.2f} vs {b:.2f})")
     lines += ["", "Plot: `nll.png`"]
+    if blocks:
+        t = max(len(b.split("|")) - 4 for b in blocks)
+        lines += ["", "Per channel block t of crVAE (Eq. 5.1's terms; mean over seeds; KL and active units "
+                  "on the test images, as above):", "",
+                  "| model | per block | " + " | ".join(f"t = {i + 1}" for i in range(t)) + " |",
+                  "|---" * (t + 2) + "|"] + blocks
     curves = curve_means(rows, results)
     if curves:
         steps = sorted({s for c in curves.values() for s in c})
@@ -209,6 +248,13 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> st
     _write_json(os.path.join(out, "results.json"),
                 {"budget": budget, "seeds": args.seeds, "wall_s": wall, "results": results})
     return path
+
+
+def _mean_of(runs, stat):
+    """The mean over runs of a number or a list of numbers; None when a run lacks it (older results)."""
+    if not all(stat in r for r in runs):
+        return None
+    return np.mean([r[stat] for r in runs], axis=0)
 
 
 def curve_means(rows, results) -> dict[str, dict[int, float]]:

@@ -57,6 +57,7 @@ def test_time_limit_then_resume_equals_an_uninterrupted_run(ablation, mnist_dir,
     assert [s for s, _ in a["curve"]] == [10, 20, 30]
     assert a["curve"] == b["curve"] and a["nll"] == b["nll"] == a["curve"][-1][1]
     assert a["train_bound"] == b["train_bound"] and np.isfinite(a["nll"])
+    assert 0 <= b["active_units"] <= b["latent_units"] == 256 and b["kl"] > 0
     table = open(os.path.join(parts, "results.md")).read()
     assert "Incomplete" not in table and f"| 30 | {a['nll']:.2f} |" in table
     assert os.path.isfile(os.path.join(parts, "nll_curve.png"))
@@ -77,3 +78,20 @@ def test_eval_every_must_fall_on_a_chunk(ablation, mnist_dir, tmp_path, capsys):
         ablation.main(["--budget=smoke", "--steps=30", "--eval-every=15", f"--data-dir={mnist_dir}",
                        f"--out={tmp_path}"])
     assert "multiple of the chunk, 10" in capsys.readouterr().err
+
+
+def test_crvae_latent_stats_split_the_total_by_block(ablation):
+    import jax
+
+    from repthesis import registry
+
+    cfg = registry.make_config("crvae", {"width": 8, "lstm_size": 16})
+    images = (np.random.default_rng(0).random((40, 28, 28, 1)) < 0.3).astype(np.float32)
+    trainer = registry.get_algo("crvae").make_train(cfg, images, True)
+    params = trainer.init(jax.random.PRNGKey(0)).params
+    stats = ablation.latent_stats(trainer, params, images)
+    assert stats["latent_units"] == 256 and len(stats["active_per_block"]) == len(stats["kl_per_block"]) == 8
+    assert sum(stats["active_per_block"]) == stats["active_units"]
+    np.testing.assert_allclose(sum(stats["kl_per_block"]), stats["kl"], rtol=1e-5)
+    mean = np.asarray(trainer.network.apply(params, images, method=trainer.network.encode)[0])
+    assert stats["active_units"] == int((mean.reshape(40, -1).var(axis=0) > 0.01).sum())

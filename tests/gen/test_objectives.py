@@ -74,3 +74,9 @@ def test_iwae_bound_k1_is_the_elbo_sample_and_grows_with_k_in_expectation():
         means.append(float(jnp.mean(ws)))
     assert means == sorted(means) and means[-1] < float(_exact_log_px(x)[0]) + 0.01
     assert means[-1] - means[0] > 0.1  # the wrong posterior leaves a gap that K closes
+
+
+def test_active_units_by_hand():
+    means = jnp.array([[0.0, 1.0, 0.1], [0.0, -1.0, 0.2]])  # variances over examples: 0, 1, 0.0025
+    np.testing.assert_array_equal(obj.active_units(means), [False, True, False])
+    np.testing.assert_array_equal(obj.active_units(means, threshold=0.001), [False, True, True])

@@ -55,6 +55,12 @@ def block_kl(mean: jax.Array, log_var: jax.Array, blocks: int) -> jax.Array:
     return terms.reshape(b, h, w, blocks, c // blocks).sum(axis=(1, 2, 4))
 
 
+def active_units(posterior_means: jax.Array, threshold: float = 0.01) -> jax.Array:
+    """Which latent units are active (Burda et al., 2015, §5.2): Var_x(E_q(z|x)[z_u]) > ``threshold``,
+    the variance over the examples (axis 0) of each unit's posterior mean; boolean, one per unit."""
+    return jnp.var(posterior_means.astype(jnp.float32), axis=0) > threshold
+
+
 def reparameterise(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
     return mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, mean.dtype)
 
