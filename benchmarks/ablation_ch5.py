@@ -234,11 +234,11 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> st
                   "on the test images, as above):", "",
                   "| model | per block | " + " | ".join(f"t = {i + 1}" for i in range(t)) + " |",
                   "|---" * (t + 2) + "|"] + blocks
-    curves = curve_means(rows, results)
+    curves = curve_means(rows, results, out, args.seeds)
     if curves:
         steps = sorted({s for c in curves.values() for s in c})
         lines += ["", "NLL during training (`--eval-every`; the same test images and K; mean over the seeds that "
-                  "reached the step):", "", "| step | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+                  "reached the step, unfinished runs included):", "", "| step | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
         lines += [f"| {s:,} | " + " | ".join(f"{c[s]:.2f}" if s in c else "" for c in curves.values()) + " |"
                   for s in steps]
         lines += ["", "Plot: `nll_curve.png`"]
@@ -257,20 +257,29 @@ def _mean_of(runs, stat):
     return np.mean([r[stat] for r in runs], axis=0)
 
 
-def curve_means(rows, results) -> dict[str, dict[int, float]]:
-    """{row label: {step: NLL mean over the runs evaluated at that step}} for rows with a curve."""
+def curve_means(rows, results, out: str, seeds: int) -> dict[str, dict[int, float]]:
+    """{row label: {step: NLL mean over the runs evaluated at that step}} for rows with a curve,
+    the runs still in progress included (their ``progress.json`` under ``<out>/runs/``)."""
     curves = {}
     for name, spec, algo, over, _ in rows:
+        finished = results.get(row_key(algo, over), [])
+        runs = [r.get("curve", []) for r in finished]
+        done = {r.get("seed", i) for i, r in enumerate(finished)}
+        for seed in sorted(set(range(seeds)) - done):
+            path = os.path.join(out, "runs", run_name(algo, over, seed), "progress.json")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    runs.append(json.load(f)["curve"])
         points: dict[int, list[float]] = {}
-        for r in results.get(row_key(algo, over), []):
-            for step, nll in r.get("curve", []):
+        for curve in runs:
+            for step, nll in curve:
                 points.setdefault(int(step), []).append(nll)
         if points:
             curves[row_label(name, spec)] = {s: float(np.mean(v)) for s, v in sorted(points.items())}
     return curves
 
 
-def plot(out, rows, results) -> None:
+def plot(out, rows, results, seeds: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,7 +304,7 @@ def plot(out, rows, results) -> None:
         fig.tight_layout()
         fig.savefig(os.path.join(out, "nll.png"), dpi=100)
         plt.close(fig)
-    curves = curve_means(rows, results)
+    curves = curve_means(rows, results, out, seeds)
     if curves:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for label, c in curves.items():
@@ -383,7 +392,7 @@ def main(argv=None) -> int:
                                 60 * args.checkpoint_minutes)
         if r is None:
             path = write_report(args, out, budget, rows, results, wall + time.time() - start, pending=len(todo) - n)
-            plot(out, rows, results)
+            plot(out, rows, results, args.seeds)
             print(f"--time-limit of {args.time_limit:g} min reached: checkpointed; {len(todo) - n} run(s) left. "
                   f"Continue with --resume. Partial report: {path}")
             return 0
@@ -391,9 +400,9 @@ def main(argv=None) -> int:
         print(f"seed {seed} {name:7s} {spec:20s} NLL {r['nll']:.2f}  train {r['train_bound']:.2f}  "
               f"({r['train_s']:.0f}s train, {r['nll_s']:.0f}s NLL)", flush=True)
         write_report(args, out, budget, rows, results, wall + time.time() - start, pending=len(todo) - n - 1)
-        plot(out, rows, results)
+        plot(out, rows, results, args.seeds)
     path = write_report(args, out, budget, rows, results, wall + time.time() - start)
-    plot(out, rows, results)
+    plot(out, rows, results, args.seeds)
     print(open(path).read())
     print(f"wrote {path}")
     return 0

@@ -44,7 +44,8 @@ def test_time_limit_then_resume_equals_an_uninterrupted_run(ablation, mnist_dir,
     assert ablation.main(args + [f"--out={parts}", "--time-limit=0"]) == 0  # stops after the first chunk
     assert "--resume" in capsys.readouterr().out
     assert results(parts)["results"] == {}
-    assert "Incomplete: 1 run(s)" in open(os.path.join(parts, "results.md")).read()
+    partial = open(os.path.join(parts, "results.md")).read()
+    assert "Incomplete: 1 run(s)" in partial and "| 10 | " in partial  # the unfinished run's curve so far
     with pytest.raises(SystemExit):  # its checkpoint is not overwritten by a fresh start
         ablation.main(args + [f"--out={parts}"])
     assert "pass --resume" in capsys.readouterr().err
