@@ -97,9 +97,9 @@ def latent_stats(trainer, params, images) -> dict:
     return stats
 
 
-def _write_json(path: str, obj) -> None:
+def _write_json(path: str, value) -> None:
     with open(path + ".part", "w") as f:
-        json.dump(obj, f, indent=1)
+        json.dump(value, f, indent=1)
     os.replace(path + ".part", path)  # atomic: an interrupted write never leaves half a file
 
 
