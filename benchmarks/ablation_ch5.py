@@ -16,8 +16,9 @@ rewritten after every run. Each model × seed is checkpointed under ``<out>/runs
 runs and continues an unfinished one where it stopped, so the ``paper`` budget can run in pieces.
 A run folder is laid out as ``repthesis.train`` lays one out, so
 ``python -m repthesis.evaluate --nll --run=<out>/runs/crvae-seed0 --checkpoint=latest --samples=10000``
-scores a final model with the thesis's K. The ``cpu`` budget is far below the thesis's training (which reports 10K-sample NLLs of converged
-models): it checks the pipeline and the early ordering only.
+scores a final model with the thesis's K. The ``cpu`` budget is far below the thesis's training
+(which reports 10K-sample NLLs of converged models): it checks the pipeline and the early
+ordering only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from repthesis import data, registry
-from repthesis.evaluate import NLL_BINARISATION_SEED, TEST_SEED_OFFSET, test_set
+from repthesis.evaluate import NLL_BINARISATION_SEED, test_nll, test_set
 from repthesis.gen import objectives as obj
 from repthesis.utils.logging import machine_description
 
@@ -71,9 +72,7 @@ def run_name(algo: str, overrides: dict, seed: int) -> str:
 
 def score(trainer, params, test_images, seed: int, samples: int) -> float:
     """Mean importance-sampled NLL (nats) on the test images; the same keys at every call."""
-    key = jax.random.PRNGKey(TEST_SEED_OFFSET + seed)
-    return float(np.concatenate([trainer.nll(params, test_images[i:i + 100], jax.random.fold_in(key, i), samples=samples)
-                                 for i in range(0, len(test_images), 100)]).mean())
+    return float(test_nll(trainer, params, test_images, samples, seed).mean())
 
 
 def latent_stats(trainer, params, images) -> dict:

@@ -229,12 +229,24 @@ def test_set(dataset, test_images: int = 0):
     return data.binarise(images, NLL_BINARISATION_SEED) if dataset.binary else images
 
 
-def nll_main(args) -> int:
-    import time
-
+def test_nll(trainer, params, images, samples: int, seed: int = 0, desc: str | None = None):
+    """Per-image importance-sampled NLL (nats) of ``images``, 100 at a time, batch i drawing its
+    samples from PRNGKey(TEST_SEED_OFFSET + seed) folded with i: the same keys at every call, so
+    two scorings of one model agree. ``desc`` shows a progress bar (on a terminal)."""
     import jax
     import numpy as np
     from tqdm import tqdm
+
+    key, batch = jax.random.PRNGKey(TEST_SEED_OFFSET + seed), 100
+    starts = tqdm(range(0, len(images), batch), desc=desc, unit="batch", disable=desc is None or not sys.stderr.isatty())
+    return np.concatenate([trainer.nll(params, images[i:i + batch], jax.random.fold_in(key, i), samples=samples)
+                           for i in starts])
+
+
+def nll_main(args) -> int:
+    import time
+
+    import numpy as np
 
     from repthesis import data, registry
     from repthesis.algos.vaegan import VAEGANConfig
@@ -269,12 +281,8 @@ def nll_main(args) -> int:
             return _fail(str(e))
         images = test_set(datasets[key], args.test_images)
         samples = args.samples or cfg.nll_samples
-        t0, parts, batch = time.time(), [], 100
-        for i in tqdm(range(0, len(images), batch), desc=f"NLL {os.path.basename(os.path.normpath(run))}",
-                      unit="batch", disable=not sys.stderr.isatty()):
-            parts.append(trainer.nll(params, images[i:i + batch], jax.random.fold_in(jax.random.PRNGKey(TEST_SEED_OFFSET), i),
-                                     samples=samples))
-        nll = np.concatenate(parts)
+        t0 = time.time()
+        nll = test_nll(trainer, params, images, samples, desc=f"NLL {os.path.basename(os.path.normpath(run))}")
         row = {"run": os.path.basename(os.path.normpath(run)), "algo": algo, "nll": float(nll.mean()),
                "se": float(nll.std() / np.sqrt(len(nll))), "samples": samples, "images": len(nll),
                "seconds": time.time() - t0}
