@@ -25,18 +25,24 @@ def test_blocks_round_trip_and_hold_consecutive_channels():
     np.testing.assert_array_equal(blocks[0, 1].reshape(2, 3, 2), z[0, :, :, 2:4])
 
 
-def test_block_lstm_is_flax_lstm_cell_with_the_same_weights():
-    """The hand-written recurrence (input projections hoisted out of it) computes flax's LSTMCell."""
+@pytest.mark.parametrize("layers", [1, 2])
+def test_block_lstm_is_flax_lstm_cell_with_the_same_weights(layers):
+    """The hand-written recurrence (input projections hoisted out of it) computes flax's LSTMCell,
+    and with ``layers`` = 2 two of them stacked (the second reads the first's hidden states)."""
     import flax.linen as nn
 
     blocks = jax.random.normal(jax.random.PRNGKey(3), (3, 5, 6))
-    net = BlockLSTM(4)
+    net = BlockLSTM(4, layers)
     params = net.init(jax.random.PRNGKey(4), blocks)["params"]
-    w_x, b, w_h = params["input"]["kernel"], params["input"]["bias"], params["recurrent"]
-    gate = lambda w, k: w[..., 4 * k:4 * (k + 1)]  # noqa: E731  (gates i, f, g, o, 4 units each)
-    cell = {f"i{name}": {"kernel": gate(w_x, k)} for k, name in enumerate("ifgo")}
-    cell |= {f"h{name}": {"kernel": gate(w_h, k), "bias": gate(b, k)} for k, name in enumerate("ifgo")}
-    h = nn.RNN(nn.LSTMCell(4)).apply({"params": {"cell": cell}}, blocks)
+    h = blocks
+    for layer in range(layers):
+        suffix = "" if layer == 0 else f"_{layer}"
+        w_x, b, w_h = params["input" + suffix]["kernel"], params["input" + suffix]["bias"], params["recurrent" + suffix]
+        gate = lambda w, k: w[..., 4 * k:4 * (k + 1)]  # noqa: E731  (gates i, f, g, o, 4 units each)
+        cell = {f"i{name}": {"kernel": gate(w_x, k)} for k, name in enumerate("ifgo")}
+        cell |= {f"h{name}": {"kernel": gate(w_h, k), "bias": gate(b, k)} for k, name in enumerate("ifgo")}
+        h = nn.RNN(nn.LSTMCell(4)).apply({"params": {"cell": cell}}, h)
+    assert len(params) == 2 * layers + 1  # input/recurrent per layer, then the output map
     expected = nn.Dense(6).apply({"params": params["Dense_0"]}, h)
     np.testing.assert_allclose(net.apply({"params": params}, blocks), expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(h[:, 0], h[:, 1], atol=1e-3)  # the steps differ: the comparison is not vacuous
@@ -67,8 +73,9 @@ def test_shapes(kind, latent_shape):
     assert net.apply(params, mean, method=net.decode).shape == X.shape
 
 
-def test_generation_block_t_depends_only_on_blocks_up_to_t():
-    net, params = make(kind="crvae")
+@pytest.mark.parametrize("layers", [1, 2])
+def test_generation_block_t_depends_only_on_blocks_up_to_t(layers):
+    net, params = make(kind="crvae", lstm_layers=layers)
     z = jax.random.normal(jax.random.PRNGKey(2), (1, 2, 2, 8))
 
     def u_blocks(zb):
@@ -82,6 +89,7 @@ def test_generation_block_t_depends_only_on_blocks_up_to_t():
 
 @pytest.mark.parametrize("kw", [dict(kind="vae"), dict(kind="cvae"), dict(kind="crvae"),
                                 dict(kind="crvae", recurrent="inference"), dict(kind="crvae", recurrent="generation"),
+                                dict(kind="crvae", mean_path="dense", lstm_layers=2),
                                 dict(kind="vae", stochastic_layers=2)],
                          ids=lambda kw: "-".join(map(str, kw.values())))
 def test_gradient_of_the_iwae_bound_reaches_every_parameter(kw):
@@ -99,8 +107,26 @@ def test_gradient_of_the_iwae_bound_reaches_every_parameter(kw):
     assert ("generation_lstm" in names) == (kw.get("kind") == "crvae" and kw.get("recurrent", "both") != "inference")
 
 
+def test_dense_mean_path_is_one_fc_layer_on_the_whole_feature_map():
+    """mean_path="dense" (the thesis code's MNIST crVAE): the posterior mean is an FC layer on the
+    flattened encoder map, then the element-wise addition; the log-variances keep the conv path."""
+    net, params = make(kind="crvae", mean_path="dense")
+    p = params["params"]
+    features = net.apply(params, X, method=lambda m, x: m.encoder(x))  # [3, 2, 2, 4w]
+    kernel, bias = p["enc_mean"]["kernel"], p["enc_mean"]["bias"]
+    assert kernel.shape == (features[0].size, 2 * 2 * 8)
+    offset = jax.random.normal(jax.random.PRNGKey(6), p["mean_offset"].shape)
+    params = {"params": {**p, "mean_offset": offset}}
+    expected = (features.reshape(3, -1) @ kernel + bias).reshape(3, 2, 2, 8) + offset
+    mean, _ = net.apply(params, X, method=net.encode)
+    np.testing.assert_allclose(mean, expected, rtol=1e-5, atol=1e-5)
+    assert make(kind="crvae")[1]["params"]["enc_mean"]["kernel"].ndim == 4  # the default is the conv path
+
+
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="valid: a multiple of 4"):
         VAE(kind="cvae", image_size=30).init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 1)))
     with pytest.raises(ValueError, match="divisible by blocks"):
         VAE(image_size=16, latent_channels=6, blocks=4).init(jax.random.PRNGKey(0), X)
+    with pytest.raises(ValueError, match="valid: dense, conv"):
+        VAE(image_size=16, mean_path="fc").init(jax.random.PRNGKey(0), X)

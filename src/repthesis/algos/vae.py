@@ -22,7 +22,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from repthesis.gen import objectives as obj
-from repthesis.nn.vae import KINDS, RECURRENT, VAE, check_image_size
+from repthesis.nn.vae import KINDS, MEAN_PATHS, RECURRENT, VAE, check_image_size
 from repthesis.rl import parallel
 from repthesis.utils.config import check_fields
 
@@ -37,6 +37,8 @@ class VAEConfig:
     blocks: int = 8  # T, channel blocks (Table 5.B.1: 4, 8, 16)
     latent_channels: int = 16  # c of the latent map; every model has D = ⌈S/8⌉²·c latent units
     lstm_size: int = 256  # units of crvae's block LSTMs
+    lstm_layers: int = 1  # stacked layers of each block LSTM
+    mean_path: str = "dense"  # crvae's posterior mean: dense (FC, the thesis code's MNIST crVAE) | conv (cVAE's)
     width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
     stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
     top_latent: int = 64  # units of z2 when stochastic_layers=2
@@ -53,8 +55,8 @@ class VAEConfig:
 
     def __post_init__(self):
         check_fields(self, choices={"model": KINDS, "update_loop": parallel.UPDATE_LOOPS, "recurrent": RECURRENT,
-                                    "stochastic_layers": (1, 2)},
-                     positive=("width", "top_latent", "blocks", "latent_channels", "lstm_size", "iw_samples",
+                                    "stochastic_layers": (1, 2), "mean_path": MEAN_PATHS},
+                     positive=("width", "top_latent", "blocks", "latent_channels", "lstm_size", "lstm_layers", "iw_samples",
                                "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every", "nll_samples",
                                "nll_chunk", "learning_rate"))
         if self.model == "crvae" and self.latent_channels % self.blocks:
@@ -77,7 +79,8 @@ class VAEState:
 def make_network(cfg: VAEConfig, channels: int) -> VAE:
     return VAE(kind=cfg.model, image_size=cfg.image_size, channels=channels, latent_channels=cfg.latent_channels,
                blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size, width=cfg.width,
-               stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent)
+               stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent, mean_path=cfg.mean_path,
+               lstm_layers=cfg.lstm_layers)
 
 
 def log_likelihood(binary: bool, x: jax.Array, out: jax.Array) -> jax.Array:

@@ -45,6 +45,7 @@ class VAEGANConfig(VAEConfig):
 
     data: str = "shapes"
     image_size: int = 64
+    mean_path: str = "conv"  # the thesis code's image models: a conv and an element-wise addition
     learning_rate: float = 3e-4  # Adam (ε 1e-8, β 0.9/0.999) for both networks
     total_steps: int = 20_000
     kl_weight_first: float = 3e-4  # α1: KL weight of the first kl_first_blocks channel blocks

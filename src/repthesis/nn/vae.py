@@ -2,20 +2,27 @@
 
 * ``vae``:   conv encoder → FC → z ∈ R^D → FC → deconv decoder (Kingma & Welling).
 * ``cvae``:  fully convolutional; z ∈ R^{h×w×c} with a spatially independent prior (Sohn et al.).
-* ``crvae``: the cVAE mean path plus an element-wise addition (a learned offset per latent unit);
+* ``crvae``: the posterior mean from a conv (cVAE's, as §5.3.2 says and the thesis code's image models
+  do) or, with ``mean_path="dense"``, from an FC layer on the whole encoder map (the thesis code's
+  MNIST model), plus an element-wise addition (a learned offset per latent unit);
   the variance path's h×w×c map is cut into T blocks of c/T channels, each flattened, and an
   LSTM over the blocks gives the log-variances (σ^rnn); in generation z = [z_1 … z_T] passes
   through another LSTM, u = LSTM(z), a linear map from the LSTM's state back to the block size
   (shared by the blocks), and an element-wise addition before the decoder. App. 5.A: the LSTMs
   imitate the A and the additions the μ of a full-covariance draw z = Aε + μ. ``recurrent`` places
-  the LSTM on the inference path, the generation path or both (Table 5.B.1).
+  the LSTM on the inference path, the generation path or both (Table 5.B.1); ``lstm_layers``
+  stacks LSTMs (the thesis code uses 2).
 * ``stochastic_layers=2`` (Table 5.B.1's "2 stochastic layers"; the thesis gives no layout, ours
   follows Burda et al. 2015): a top latent z2 ∈ R^{top_latent} with p(z2) = N(0, I), a learned
   Gaussian p(z1 | z2) over the model's latent z1, and q(z1, z2 | x) = q(z1 | x) q(z2 | z1), both
   extra conditionals an MLP with one hidden layer of 256 units.
 
-The thesis defers layer sizes to its code release; ours are stated here, for ``width`` w (32 by
-default): encoder convs w-2w-4w (4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3
+The thesis defers layer sizes to its code release (App. 5.C.1; github.com/WendyShang/crVAE, Torch).
+Its MNIST models are larger than ours: batch-normalised convs with CReLU to a 4×4×256 map, a 4×4×64
+latent (D = 1024), 2-layer block LSTMs of h·w·256/T units, and for crVAE an FC mean path (our
+``mean_path="dense"``, the default of ``repthesis.algos.vae``); its defaults train with Adam at
+3e-3 (the LSTMs at 3e-3/T with gradients clipped to ±5), halved every 50 of 150 epochs. Ours are
+stated here, for ``width`` w (32 by default): encoder convs w-2w-4w (4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3
 conv (4w), a resize to S/4, and two ×2 sub-pixel upsamplings (a 3×3 conv to 4× the channels, then
 depth-to-space: as expressive as a 4×4/2 transposed conv, whose gradient XLA:CPU runs 3–4× slower). Every model has the same latent size D = ⌈S/8⌉²·c (Table 5.B.1 keeps it
 fixed). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
@@ -31,6 +38,7 @@ import jax.numpy as jnp
 
 KINDS = ("vae", "cvae", "crvae")
 RECURRENT = ("both", "inference", "generation")
+MEAN_PATHS = ("dense", "conv")
 
 
 def latent_side(image_size: int) -> int:
@@ -155,13 +163,18 @@ class BlockLSTM(nn.Module):
     launches, not FLOPs."""
 
     hidden: int
+    layers: int = 1  # stacked: layer l + 1 reads layer l's hidden states
 
     @nn.compact
     def __call__(self, blocks: jax.Array) -> jax.Array:  # [B, T, F] -> [B, T, F]; u_t sees z_1..z_t
         n = self.hidden
-        gates_x = nn.Dense(4 * n, name="input")(blocks)
-        w_h = self.param("recurrent", nn.initializers.orthogonal(), (n, 4 * n))
-        return nn.Dense(blocks.shape[-1])(lstm_recurrence(gates_x, w_h))
+        h = blocks
+        for layer in range(self.layers):
+            suffix = "" if layer == 0 else f"_{layer}"  # layer 0 keeps the 1-layer parameter names
+            gates_x = nn.Dense(4 * n, name="input" + suffix)(h)
+            w_h = self.param("recurrent" + suffix, nn.initializers.orthogonal(), (n, 4 * n))
+            h = lstm_recurrence(gates_x, w_h)
+        return nn.Dense(blocks.shape[-1])(h)
 
 
 class GaussianMLP(nn.Module):
@@ -186,6 +199,8 @@ class VAE(nn.Module):
     width: int = 32  # w: encoder channels w-2w-4w, decoder 4w-2w-w
     stochastic_layers: int = 1  # 1, or 2: a top latent z2 above z1 (Table 5.B.1)
     top_latent: int = 64  # units of z2 when stochastic_layers=2
+    mean_path: str = "conv"  # crvae's posterior mean: conv (cVAE's, §5.3.2) | dense (an FC layer, as VAE's)
+    lstm_layers: int = 1  # stacked LSTM layers in each of crvae's block LSTMs
 
     def setup(self):
         if self.kind not in KINDS:
@@ -194,6 +209,8 @@ class VAE(nn.Module):
             raise ValueError(f"recurrent={self.recurrent!r} is not valid; valid: {', '.join(RECURRENT)}")
         if self.kind == "crvae" and self.latent_channels % self.blocks:
             raise ValueError(f"latent_channels={self.latent_channels} must be divisible by blocks={self.blocks}")
+        if self.mean_path not in MEAN_PATHS:
+            raise ValueError(f"mean_path={self.mean_path!r} is not valid; valid: {', '.join(MEAN_PATHS)}")
         if self.stochastic_layers not in (1, 2):
             raise ValueError(f"stochastic_layers={self.stochastic_layers!r} is not valid; valid: 1, 2")
         check_image_size(self.image_size)
@@ -206,15 +223,16 @@ class VAE(nn.Module):
             self.enc_mean, self.enc_log_var = nn.Dense(d), nn.Dense(d)
             self.dec_in = nn.Dense(side * side * 4 * self.width)
         else:
-            self.enc_mean = nn.Conv(self.latent_channels, (3, 3), padding="SAME")
+            dense_mean = self.kind == "crvae" and self.mean_path == "dense"
+            self.enc_mean = nn.Dense(d) if dense_mean else nn.Conv(self.latent_channels, (3, 3), padding="SAME")
             self.enc_log_var = nn.Conv(self.latent_channels, (3, 3), padding="SAME")
         if self.kind == "crvae":  # App. 5.A: an LSTM imitates z = Aε + μ's A, an element-wise addition its μ
             zeros = nn.initializers.zeros
             if self.recurrent in ("both", "inference"):
-                self.inference_lstm = BlockLSTM(self.lstm_size)
+                self.inference_lstm = BlockLSTM(self.lstm_size, self.lstm_layers)
                 self.mean_offset = self.param("mean_offset", zeros, self.latent_shape)
             if self.recurrent in ("both", "generation"):
-                self.generation_lstm = BlockLSTM(self.lstm_size)
+                self.generation_lstm = BlockLSTM(self.lstm_size, self.lstm_layers)
                 self.generation_offset = self.param("generation_offset", zeros, self.latent_shape)
         self.z_shape = (d,) if self.kind == "vae" else self.latent_shape  # one example's z1
         if self.stochastic_layers == 2:
@@ -234,7 +252,11 @@ class VAE(nn.Module):
         if self.kind == "vae":
             h = h.reshape(h.shape[0], -1)
             return self.enc_mean(h), self.enc_log_var(h)
-        mean, log_var = self.enc_mean(h), self.enc_log_var(h)
+        log_var = self.enc_log_var(h)
+        if isinstance(self.enc_mean, nn.Dense):  # crvae's dense mean path: an FC layer on the whole map
+            mean = self.enc_mean(h.reshape(h.shape[0], -1)).reshape(log_var.shape)
+        else:
+            mean = self.enc_mean(h)
         if self.kind == "crvae" and self.recurrent in ("both", "inference"):
             mean = mean + self.mean_offset
             log_var = from_blocks(self.inference_lstm(to_blocks(log_var, self.blocks)), self.latent_shape)  # σ^rnn
