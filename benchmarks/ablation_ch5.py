@@ -64,8 +64,6 @@ EXTRA = [
 ]
 
 
-CRVAE = registry.make_config("crvae")  # the crVAE architecture every crVAE row starts from
-
 CHUNK = 500  # optimiser steps per compiled chunk: the granularity of checkpoints, --eval-every and --time-limit
 
 
@@ -181,6 +179,18 @@ def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, tes
             "nll_s": time.time() - t0, "curve": curve, **latent_stats(trainer, state.params, test_images)}
 
 
+def parse_sets(sets: list[str], algo: str = "crvae") -> dict:
+    """``--set`` KEY=VALUE pairs as config overrides of ``algo`` (typed and checked by the CLI's parser)."""
+    from repthesis.train import parse_overrides
+
+    overrides = parse_overrides(algo, ["--" + kv for kv in sets])
+    owned = sorted(set(overrides) & {"data", "model", "iw_samples", "stochastic_layers", "width", "total_steps",
+                                     "steps_per_chunk", "nll_chunk"})
+    if owned:
+        raise ValueError(f"{', '.join(owned)} is set by the rows and --budget/--steps, not by --set")
+    return overrides
+
+
 def row_key(algo: str, overrides: dict) -> str:
     return f"{algo} {json.dumps(overrides, sort_keys=True)}"
 
@@ -190,6 +200,7 @@ def row_label(name: str, spec: str) -> str:
 
 
 def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> str:
+    crvae = registry.make_config("crvae", parse_sets(args.set))  # the architecture every crVAE row starts from
     lines = [
         f"# Table 5.B.1 form: NLL on binarised MNIST ({args.budget} budget)", "",
         f"Command: `python benchmarks/ablation_ch5.py {' '.join(sys.argv[1:])}`  ",
@@ -199,8 +210,8 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> st
         f"{budget['test_images'] or 10_000:,} test images binarised once (seed {NLL_BINARISATION_SEED}).  ",
         "NLL in nats, lower is better: mean ± std over seeds of each run's mean over test images. The thesis "
         "column is Table 5.B.1 (converged models, K = 10,000, all 10,000 test images).  ",
-        f"crVAE: mean path {CRVAE.mean_path}, {CRVAE.lstm_layers}-layer block LSTMs of {CRVAE.lstm_size} units "
-        "(`repthesis.algos.vae.VAEConfig`).", "",
+        f"crVAE: mean path {crvae.mean_path}, {crvae.lstm_layers}-layer block LSTMs of {crvae.lstm_size} units "
+        f"(`repthesis.algos.vae.VAEConfig`{', with --set ' + ' '.join(args.set) if args.set else ''}).", "",
     ]
     if pending:
         lines += [f"**Incomplete: {pending} run(s) not finished yet; rerun the command with `--resume` to continue "
@@ -344,6 +355,9 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="continue the runs in --out: finished runs are kept, an unfinished one resumes from its "
                         "latest checkpoint (starts afresh when --out holds nothing)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config field for every run, e.g. --set lstm_layers=2 (repeatable; a row's own "
+                        "setting, such as T = 4, wins); the runs' folders and results are named by it")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="minutes of training between checkpoints")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
@@ -356,6 +370,11 @@ def main(argv=None) -> int:
         if bad:
             p.error(f"--models: unknown {','.join(bad)} for --table={args.table}; valid: {','.join(known)}")
         rows = [r for m in wanted for r in rows if r[2] == m]
+    try:
+        rows = [(name, spec, algo, {**parse_sets(args.set, algo), **over}, thesis)
+                for name, spec, algo, over, thesis in rows]
+    except ValueError as e:  # an unknown field or a badly typed value, before any data or compile
+        p.error(f"--set: {e}")
     if args.seeds < 1:
         p.error(f"--seeds={args.seeds} must be >= 1")
     budget = dict(BUDGETS[args.budget])

@@ -96,3 +96,19 @@ def test_crvae_latent_stats_split_the_total_by_block(ablation):
     np.testing.assert_allclose(sum(stats["kl_per_block"]), stats["kl"], rtol=1e-5)
     mean = np.asarray(trainer.network.apply(params, images, method=trainer.network.encode)[0])
     assert stats["active_units"] == int((mean.reshape(40, -1).var(axis=0) > 0.01).sum())
+
+
+def test_set_reaches_every_run_and_names_it(ablation, mnist_dir, tmp_path, capsys):
+    args = ["--budget=smoke", "--seeds=1", "--models=crvae", "--steps=10", f"--data-dir={mnist_dir}"]
+    for bad, why in (("lstm_layer=2", "unknown option --lstm_layer"), ("lstm_layers=two", "expected int"),
+                     ("width=4", "width is set by the rows and --budget")):
+        with pytest.raises(SystemExit):
+            ablation.main(args + [f"--set={bad}", f"--out={tmp_path / 'bad'}"])
+        assert why in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "bad")  # refused before anything is written
+    out = str(tmp_path / "set")
+    assert ablation.main(args + ["--set=lstm_layers=2", "--set=lstm_size=8", f"--out={out}", "--time-limit=0"]) == 0
+    with open(os.path.join(out, "runs", "crvae-lstm_layers=2-lstm_size=8-seed0", "config.json")) as f:
+        cfg = json.load(f)["config"]
+    assert (cfg["lstm_layers"], cfg["lstm_size"], cfg["mean_path"]) == (2, 8, "dense")
+    assert "mean path dense, 2-layer block LSTMs of 8 units" in open(os.path.join(out, "results.md")).read()
