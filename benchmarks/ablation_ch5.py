@@ -356,7 +356,7 @@ def main(argv=None) -> int:
                    help="continue the runs in --out: finished runs are kept, an unfinished one resumes from its "
                         "latest checkpoint (starts afresh when --out holds nothing)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config field for every run, e.g. --set lstm_layers=2 (repeatable; a row's own "
+                   help="a config field for every run, e.g. --set lstm_layers=1 (repeatable; a row's own "
                         "setting, such as T = 4, wins); the runs' folders and results are named by it")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="minutes of training between checkpoints")
     p.add_argument("--data-dir", default=None)

@@ -107,8 +107,8 @@ def test_set_reaches_every_run_and_names_it(ablation, mnist_dir, tmp_path, capsy
         assert why in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "bad")  # refused before anything is written
     out = str(tmp_path / "set")
-    assert ablation.main(args + ["--set=lstm_layers=2", "--set=lstm_size=8", f"--out={out}", "--time-limit=0"]) == 0
-    with open(os.path.join(out, "runs", "crvae-lstm_layers=2-lstm_size=8-seed0", "config.json")) as f:
+    assert ablation.main(args + ["--set=lstm_layers=1", "--set=lstm_size=8", f"--out={out}", "--time-limit=0"]) == 0
+    with open(os.path.join(out, "runs", "crvae-lstm_layers=1-lstm_size=8-seed0", "config.json")) as f:
         cfg = json.load(f)["config"]
-    assert (cfg["lstm_layers"], cfg["lstm_size"], cfg["mean_path"]) == (2, 8, "dense")
-    assert "mean path dense, 2-layer block LSTMs of 8 units" in open(os.path.join(out, "results.md")).read()
+    assert (cfg["lstm_layers"], cfg["lstm_size"], cfg["mean_path"]) == (1, 8, "dense")
+    assert "mean path dense, 1-layer block LSTMs of 8 units" in open(os.path.join(out, "results.md")).read()

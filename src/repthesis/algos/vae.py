@@ -37,7 +37,7 @@ class VAEConfig:
     blocks: int = 8  # T, channel blocks (Table 5.B.1: 4, 8, 16)
     latent_channels: int = 16  # c of the latent map; every model has D = ⌈S/8⌉²·c latent units
     lstm_size: int = 256  # units of crvae's block LSTMs
-    lstm_layers: int = 1  # stacked layers of each block LSTM
+    lstm_layers: int = 2  # stacked layers of each block LSTM (the thesis code's 2)
     mean_path: str = "dense"  # crvae's posterior mean: dense (FC, the thesis code's MNIST crVAE) | conv (cVAE's)
     width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
     stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
