@@ -179,11 +179,12 @@ def train_and_score(algo: str, overrides: dict, budget: dict, seed: int, ds, tes
             "nll_s": time.time() - t0, "curve": curve, **latent_stats(trainer, state.params, test_images)}
 
 
-def parse_sets(sets: list[str], algo: str = "crvae") -> dict:
-    """``--set`` KEY=VALUE pairs as config overrides of ``algo`` (typed and checked by the CLI's parser)."""
+def parse_sets(sets: list[str]) -> dict:
+    """``--set`` KEY=VALUE pairs as overrides of the rows' shared config (``VAEConfig``), typed and
+    checked by the train CLI's parser."""
     from repthesis.train import parse_overrides
 
-    overrides = parse_overrides(algo, ["--" + kv for kv in sets])
+    overrides = parse_overrides("crvae", ["--" + kv for kv in sets])
     owned = sorted(set(overrides) & {"data", "model", "iw_samples", "stochastic_layers", "width", "total_steps",
                                      "steps_per_chunk", "nll_chunk"})
     if owned:
@@ -200,7 +201,7 @@ def row_label(name: str, spec: str) -> str:
 
 
 def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> str:
-    crvae = registry.make_config("crvae", parse_sets(args.set))  # the architecture every crVAE row starts from
+    crvae = registry.make_config("crvae", args.overrides)  # the architecture every crVAE row starts from
     lines = [
         f"# Table 5.B.1 form: NLL on binarised MNIST ({args.budget} budget)", "",
         f"Command: `python benchmarks/ablation_ch5.py {' '.join(sys.argv[1:])}`  ",
@@ -370,11 +371,11 @@ def main(argv=None) -> int:
         if bad:
             p.error(f"--models: unknown {','.join(bad)} for --table={args.table}; valid: {','.join(known)}")
         rows = [r for m in wanted for r in rows if r[2] == m]
-    try:
-        rows = [(name, spec, algo, {**parse_sets(args.set, algo), **over}, thesis)
-                for name, spec, algo, over, thesis in rows]
+    try:  # every row's algo shares VAEConfig, so one parse checks --set for all of them
+        args.overrides = parse_sets(args.set)
     except ValueError as e:  # an unknown field or a badly typed value, before any data or compile
         p.error(f"--set: {e}")
+    rows = [(name, spec, algo, {**args.overrides, **over}, thesis) for name, spec, algo, over, thesis in rows]
     if args.seeds < 1:
         p.error(f"--seeds={args.seeds} must be >= 1")
     budget = dict(BUDGETS[args.budget])

@@ -20,10 +20,10 @@
 The thesis defers layer sizes to its code release (App. 5.C.1; github.com/WendyShang/crVAE, Torch).
 Its MNIST models are larger than ours: batch-normalised convs with CReLU to a 4×4×256 map, a 4×4×64
 latent (D = 1024), 2-layer block LSTMs of h·w·256/T units (our ``lstm_layers=2``), and for crVAE
-an FC mean path (our ``mean_path="dense"``; both the defaults of ``repthesis.algos.vae``); its defaults train with Adam at
-3e-3 (the LSTMs at 3e-3/T with gradients clipped to ±5), halved every 50 of 150 epochs. Ours are
-stated here, for ``width`` w (32 by default): encoder convs w-2w-4w (4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3
-conv (4w), a resize to S/4, and two ×2 sub-pixel upsamplings (a 3×3 conv to 4× the channels, then
+an FC mean path (our ``mean_path="dense"``; both the defaults of ``repthesis.algos.vae``); its
+defaults train with Adam at 3e-3 (the LSTMs at 3e-3/T with gradients clipped to ±5), halved every
+50 of 150 epochs. Ours are stated here, for ``width`` w (32 by default): encoder convs w-2w-4w
+(4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3 conv (4w), a resize to S/4, and two ×2 sub-pixel upsamplings (a 3×3 conv to 4× the channels, then
 depth-to-space: as expressive as a 4×4/2 transposed conv, whose gradient XLA:CPU runs 3–4× slower). Every model has the same latent size D = ⌈S/8⌉²·c (Table 5.B.1 keeps it
 fixed). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
 """
