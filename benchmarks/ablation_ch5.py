@@ -481,6 +481,8 @@ def main(argv=None) -> int:
 def merge(p, args, out, budget, rows, start) -> int:
     """``--merge``: one report from parts that ran side by side; their own folders are left as they are."""
     parts = [d for d in args.merge.split(",") if d]
+    if not parts:
+        p.error(f"--merge={args.merge!r} names no folder; give --merge=DIR,DIR,...")
     if args.resume or args.time_limit is not None:
         p.error("--merge trains nothing: continue a part with --resume on its own --out, then merge again")
     if os.path.realpath(out) in {os.path.realpath(d) for d in parts}:

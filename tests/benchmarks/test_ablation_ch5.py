@@ -136,7 +136,8 @@ def test_merge_makes_one_table_of_parts_run_side_by_side(ablation, mnist_dir, tm
                      (f"--merge={a},{tmp_path}", "holds no results.json"),
                      (f"--merge={a} --out={a}", "is one of the --merge folders"),
                      (f"--merge={a} --steps=20", "another budget"),
-                     (f"--merge={a} --models=cvae", "no row here")):
+                     (f"--merge={a} --models=cvae", "no row here"),
+                     ("--merge=,", "names no folder")):
         with pytest.raises(SystemExit):
             ablation.main(["--budget=smoke", "--seeds=1", "--steps=10", f"--out={tmp_path / 'm2'}"] + bad.split())
         assert why in capsys.readouterr().err
