@@ -201,18 +201,32 @@ def row_label(name: str, spec: str) -> str:
     return name if spec == "–" else f"{name} {spec}"
 
 
+def read_results(out: str, budget: dict) -> dict | None:
+    """An ``--out`` folder's results.json; None when it has none, ValueError when its runs had another budget."""
+    path = os.path.join(out, "results.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        previous = json.load(f)
+    if previous["budget"] != budget:
+        raise ValueError(f"{out} holds runs of another budget ({previous['budget']}); this one is {budget}")
+    return previous
+
+
+def missing_runs(rows, results: dict, seeds: int) -> list[tuple[int, tuple]]:
+    """The (seed, row) pairs ``results`` lacks, seeds outermost (so a partial report covers every model)."""
+    return [(seed, row) for seed in range(seeds) for row in rows
+            if not any(r.get("seed", i) == seed for i, r in enumerate(results.get(row_key(row[2], row[3]), [])))]
+
+
 def merge_parts(parts: list[str], budget: dict) -> tuple[dict, list[dict]]:
     """The results of several ``--out`` folders that ran side by side (one process per core or per
     machine, with disjoint ``--models`` or ``--seeds``) as one results dict, and what each part was."""
     results, info = {}, []
     for part in parts:
-        path = os.path.join(part, "results.json")
-        if not os.path.isfile(path):
+        previous = read_results(part, budget)
+        if previous is None:
             raise ValueError(f"{part} holds no results.json (not an --out folder of this benchmark)")
-        with open(path) as f:
-            previous = json.load(f)
-        if previous["budget"] != budget:
-            raise ValueError(f"{part} holds runs of another budget ({previous['budget']}); this one is {budget}")
         for key, runs in previous["results"].items():
             have = {r.get("seed", i) for i, r in enumerate(results.get(key, []))}
             for i, r in enumerate(runs):
@@ -221,26 +235,21 @@ def merge_parts(parts: list[str], budget: dict) -> tuple[dict, list[dict]]:
                     raise ValueError(f"{key.split()[0]} seed {seed} is in two of the --merge folders (again in {part})")
                 results.setdefault(key, []).append({**r, "seed": seed})
             results[key].sort(key=lambda r: r["seed"])
-        report = os.path.join(part, "results.md")
-        head = open(report).read().splitlines() if os.path.isfile(report) else []
-        command = [line.split("`")[1] for line in head if line.startswith("Command: `")] or ["?"]
-        machine = [line[len("Machine: "):].split("; wall time")[0] for line in head if line.startswith("Machine: ")]
-        info.append({"out": part, "command": command[0], "machine": (machine or ["?"])[0],
+        info.append({"out": part, "command": previous.get("command", "?"), "machine": previous.get("machine", "?"),
                      "wall_s": previous.get("wall_s", 0.0)})
     return results, info
 
 
 def write_report(args, out, budget, rows, results, wall, pending: int = 0, parts: list[dict] | None = None) -> str:
     crvae = registry.make_config("crvae", args.overrides)  # the architecture every crVAE row starts from
-    how = f"wall time {wall:.0f}s (over every --resume)"
-    if parts:
-        how = (f"wall time {wall:.0f}s (the longest of {len(parts)} parts run side by side; "
-               f"{sum(p['wall_s'] for p in parts):.0f}s summed)")
+    command, machine = f"python benchmarks/ablation_ch5.py {' '.join(args.argv)}", machine_description()
+    how = (f"wall time {wall:.0f}s (the longest of {len(parts)} parts run side by side; "
+           f"{sum(p['wall_s'] for p in parts):.0f}s summed)" if parts else f"wall time {wall:.0f}s (over every --resume)")
     lines = [
         f"# Table 5.B.1 form: NLL on binarised MNIST ({args.budget} budget)", "",
-        f"Command: `python benchmarks/ablation_ch5.py {' '.join(args.argv)}`  ",
+        f"Command: `{command}`  ",
         *[f"Part {i + 1}: `{p['command']}` ({p['wall_s']:.0f}s on {p['machine']})  " for i, p in enumerate(parts or [])],
-        f"Machine: {machine_description()}; {how}  ",
+        f"Machine: {machine}; {how}  ",
         f"Budget: {budget['steps']:,} Adam steps (lr 1e-3, batch 64) per run, conv width {budget['width']}, "
         f"seeds 0..{args.seeds - 1}; NLL by importance sampling with K = {budget['samples']:,} per image on "
         f"{budget['test_images'] or 10_000:,} test images binarised once (seed {NLL_BINARISATION_SEED}).  ",
@@ -302,7 +311,8 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0, parts
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     _write_json(os.path.join(out, "results.json"), {"budget": budget, "seeds": args.seeds, "wall_s": wall,
-                                                    "results": results, **({"parts": parts} if parts else {})})
+                                                    "command": command, "machine": machine, "results": results,
+                                                    **({"parts": parts} if parts else {})})
     return path
 
 
@@ -439,21 +449,21 @@ def main(argv=None) -> int:
         p.error(str(e))
     runs_dir = os.path.join(out, "runs")
     results, wall = {}, 0.0
-    if args.resume and os.path.isfile(os.path.join(out, "results.json")):
-        with open(os.path.join(out, "results.json")) as f:
-            previous = json.load(f)
-        if previous["budget"] != budget:
-            p.error(f"--resume: {out} holds runs of another budget ({previous['budget']}); this one is {budget}")
-        results, wall = previous["results"], previous.get("wall_s", 0.0)
-    elif not args.resume and os.path.isdir(runs_dir) and os.listdir(runs_dir):
+    if args.resume:
+        try:
+            previous = read_results(out, budget)
+        except ValueError as e:
+            p.error(f"--resume: {e}")
+        if previous is not None:
+            results, wall = previous["results"], previous.get("wall_s", 0.0)
+    elif os.path.isdir(runs_dir) and os.listdir(runs_dir):
         p.error(f"{runs_dir} holds checkpoints of an earlier invocation; pass --resume to continue it, "
                 "or choose another --out")
     os.makedirs(out, exist_ok=True)
     ds = data.load("mnist", args.data_dir, 28)
     test_images = test_set(ds, budget["test_images"])
     deadline = start + 60 * args.time_limit if args.time_limit is not None else float("inf")
-    todo = [(seed, row) for seed in range(args.seeds) for row in rows  # seeds outermost: a partial report covers every model
-            if not any(r.get("seed", i) == seed for i, r in enumerate(results.get(row_key(row[2], row[3]), [])))]
+    todo = missing_runs(rows, results, args.seeds)
     for n, (seed, (name, spec, algo, over, _)) in enumerate(todo):
         r = None
         if n == 0 or time.time() < deadline:
@@ -495,8 +505,7 @@ def merge(p, args, out, budget, rows, start) -> int:
     if stray:
         p.error(f"--merge: the parts hold runs ({'; '.join(stray)}) that are no row here: give the parts' --table "
                 "and --set")
-    pending = sum(1 for _, _, algo, over, _ in rows for seed in range(args.seeds)
-                  if seed not in {r["seed"] for r in results.get(row_key(algo, over), [])})
+    pending = len(missing_runs(rows, results, args.seeds))
     os.makedirs(out, exist_ok=True)
     path = write_report(args, out, budget, rows, results, max(i["wall_s"] for i in info), pending, info)
     plot(out, rows, results, args.seeds)
