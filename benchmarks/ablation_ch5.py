@@ -19,7 +19,9 @@ rewritten after every run. Each model × seed is checkpointed under ``<out>/runs
 runs and continues an unfinished one where it stopped, so the ``paper`` budget can run in pieces.
 A run folder is laid out as ``repthesis.train`` lays one out, so
 ``python -m repthesis.evaluate --nll --run=<out>/runs/crvae-seed0 --checkpoint=latest --samples=10000``
-scores a final model with the thesis's K. The ``cpu`` budget is far below the thesis's training
+scores a final model with the thesis's K. ``--set learning_rate=0.003 --set recurrent_lr_scale=0.125
+--set recurrent_grad_clip=5`` trains with the thesis code's optimiser (its block LSTMs at lr/T, their
+gradients clipped to ±5; add ``--set lr_decay_every=39063`` for its halving every 50 epochs). The ``cpu`` budget is far below the thesis's training
 (which reports 10K-sample NLLs of converged models): it checks the pipeline and the early
 ordering only.
 """
@@ -39,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from repthesis import data, registry
+from repthesis.algos.vae import describe_optimizer
 from repthesis.evaluate import NLL_BINARISATION_SEED, test_nll, test_set
 from repthesis.gen import objectives as obj
 from repthesis.utils.logging import machine_description
@@ -250,7 +253,8 @@ def write_report(args, out, budget, rows, results, wall, pending: int = 0, parts
         f"Command: `{command}`  ",
         *[f"Part {i + 1}: `{p['command']}` ({p['wall_s']:.0f}s on {p['machine']})  " for i, p in enumerate(parts or [])],
         f"Machine: {machine}; {how}  ",
-        f"Budget: {budget['steps']:,} Adam steps (lr 1e-3, batch 64) per run, conv width {budget['width']}, "
+        f"Budget: {budget['steps']:,} steps of {describe_optimizer(crvae)} at batch {crvae.batch_size} per run, "
+        f"conv width {budget['width']}, "
         f"seeds 0..{args.seeds - 1}; NLL by importance sampling with K = {budget['samples']:,} per image on "
         f"{budget['test_images'] or 10_000:,} test images binarised once (seed {NLL_BINARISATION_SEED}).  ",
         "NLL in nats, lower is better: mean ± std over seeds of each run's mean over test images. The thesis "

@@ -1,12 +1,16 @@
 """VAE training: the single-sample ELBO and the K = 1 importance weight agree in expectation; a
-tiny crVAE learns scikit-learn's binarised digits; the NLL estimate is finite, bounded by the ELBO, and K ≤ 0 fails."""
+tiny crVAE learns scikit-learn's binarised digits; the NLL estimate is finite, bounded by the ELBO, and K ≤ 0 fails;
+the thesis code's optimiser options (block LSTMs at a scaled rate with clipped gradients, a halving
+schedule) against Adam's hand-computed updates and a plain Adam on hand-clipped gradients."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repthesis.algos.vae import VAEConfig, elbo_terms, log_weights, make_train
+import optax
+
+from repthesis.algos.vae import VAEConfig, elbo_terms, log_weights, make_optimizer, make_train
 from repthesis.data import make_shapes
 
 
@@ -70,3 +74,57 @@ def test_tiny_crvae_learns_binarised_digits_and_its_nll_is_bounded_by_the_elbo()
     assert np.all(np.isfinite(nll)) and nll.mean() <= -after + 5  # NLL ≤ −ELBO up to noise
     with pytest.raises(ValueError, match="must be > 0"):
         trainer.nll(state.params, held_out[:4], jax.random.PRNGKey(6), samples=-1)
+
+
+def _updates(cfg, params, grads):
+    opt = make_optimizer(cfg)
+    state, out = opt.init(params), []
+    for g in grads:
+        u, state = opt.update(jax.tree.map(lambda p: jnp.full_like(p, g), params), state, params)
+        out.append(u)
+    return out
+
+
+def test_block_lstms_train_at_a_scaled_rate_with_clipped_gradients():
+    params = {"params": {"inference_lstm": {"input": {"kernel": jnp.zeros(3)}}, "generation_lstm": {"b": jnp.zeros(2)},
+                         "encoder": {"kernel": jnp.zeros(4)}, "mean_offset": jnp.zeros(2)}}
+    grads = (100.0, 1.0, -3.0)
+    ups = _updates(VAEConfig(learning_rate=1e-2, recurrent_lr_scale=0.125, recurrent_grad_clip=5.0), params, grads)
+    # Adam's first update is −lr·sign(g) whatever |g|: the LSTMs move 1/8 as far
+    np.testing.assert_allclose(ups[0]["params"]["encoder"]["kernel"], -1e-2, rtol=1e-5)
+    np.testing.assert_allclose(ups[0]["params"]["inference_lstm"]["input"]["kernel"], -1e-2 / 8, rtol=1e-5)
+    # later steps: the LSTMs follow Adam on the clipped gradients (5, 1, −3), the rest on (100, 1, −3)
+    plain = lambda lr, gs: _updates(VAEConfig(learning_rate=lr), {"p": jnp.zeros(1)}, gs)  # noqa: E731
+    for t, (clipped, unclipped) in enumerate(zip(plain(1e-2 / 8, (5.0, 1.0, -3.0)), plain(1e-2, grads))):
+        np.testing.assert_allclose(ups[t]["params"]["generation_lstm"]["b"], clipped["p"][0], rtol=1e-5)
+        np.testing.assert_allclose(ups[t]["params"]["mean_offset"], unclipped["p"][0], rtol=1e-5)
+    assert abs(float(ups[1]["params"]["encoder"]["kernel"][0]) - float(ups[1]["params"]["inference_lstm"]["input"]["kernel"][0]) * 8) > 1e-4
+
+
+def test_learning_rate_halves_every_lr_decay_every_steps():
+    # a constant gradient of 1 makes every Adam update −lr_t (m̂ = v̂ = 1)
+    ups = _updates(VAEConfig(learning_rate=1e-2, lr_decay_every=2, lr_decay=0.5), {"w": jnp.zeros(2)}, [1.0] * 5)
+    np.testing.assert_allclose([float(u["w"][0]) for u in ups], [-1e-2, -1e-2, -5e-3, -5e-3, -2.5e-3], rtol=1e-4)
+
+
+def test_default_optimizer_is_plain_adam_and_bad_options_are_refused():
+    params = {"w": jnp.zeros(2)}
+    assert jax.tree.structure(make_optimizer(VAEConfig()).init(params)) == jax.tree.structure(
+        optax.adam(1e-3).init(params))  # checkpoints written before these options still restore
+    for bad, match in ((dict(recurrent_lr_scale=0.0), "recurrent_lr_scale=0.0 must be > 0"),
+                       (dict(recurrent_grad_clip=-1.0), "recurrent_grad_clip=-1.0 must be >= 0"),
+                       (dict(lr_decay=1.5), "lr_decay=1.5 must lie in"), (dict(lr_decay_every=-1), "must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            VAEConfig(**bad)
+
+
+def test_crvae_trainer_gives_its_real_block_lstms_the_scaled_rate():
+    cfg = VAEConfig(model="crvae", total_steps=1, **{**TINY, "steps_per_chunk": 1}, recurrent_lr_scale=0.125)
+    trainer = make_train(cfg, binary_shapes(64, 0), binary=True)
+    state = trainer.init(jax.random.PRNGKey(0))
+    new, _ = trainer.run_chunk(state)
+    step = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), state.params, new.params)
+    lr = cfg.learning_rate  # Adam's first step moves every parameter with a gradient by lr
+    for name in ("inference_lstm", "generation_lstm"):
+        assert max(jax.tree.leaves(step["params"][name])) == pytest.approx(lr / 8, rel=1e-3)
+    assert max(jax.tree.leaves(step["params"]["encoder"])) == pytest.approx(lr, rel=1e-3)

@@ -46,6 +46,10 @@ class VAEConfig:
     image_size: int = 28  # images are resized to this (MNIST: 28)
     batch_size: int = 64  # per optimiser step (over all devices)
     learning_rate: float = 1e-3  # Adam
+    recurrent_lr_scale: float = 1.0  # crvae's block LSTMs train at this × learning_rate (the thesis code: 1/T)
+    recurrent_grad_clip: float = 0.0  # clip the block LSTMs' gradients element-wise to ±this; 0 = off (thesis code: 5)
+    lr_decay_every: int = 0  # multiply every learning rate by lr_decay each this many steps; 0 = constant
+    lr_decay: float = 0.5  # (the thesis code halves its rates every 50 epochs: lr_decay_every=39063 at batch 64)
     total_steps: int = 50_000  # optimiser steps; rounded up to whole chunks
     steps_per_chunk: int = 500  # optimiser steps per compiled chunk (logging/checkpoint granularity)
     checkpoint_every: int = 4  # chunks between checkpoints
@@ -58,7 +62,8 @@ class VAEConfig:
                                     "stochastic_layers": (1, 2), "mean_path": MEAN_PATHS},
                      positive=("width", "top_latent", "blocks", "latent_channels", "lstm_size", "lstm_layers", "iw_samples",
                                "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every", "nll_samples",
-                               "nll_chunk", "learning_rate"))
+                               "nll_chunk", "learning_rate", "recurrent_lr_scale", "lr_decay"),
+                     non_negative=("recurrent_grad_clip", "lr_decay_every"), unit_interval=("lr_decay",))
         if self.model == "crvae" and self.latent_channels % self.blocks:
             raise ValueError(f"latent_channels={self.latent_channels} must be divisible by blocks={self.blocks}")
         check_image_size(self.image_size)
@@ -81,6 +86,47 @@ def make_network(cfg: VAEConfig, channels: int) -> VAE:
                blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size, width=cfg.width,
                stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent, mean_path=cfg.mean_path,
                lstm_layers=cfg.lstm_layers)
+
+
+RECURRENT_MODULES = ("inference_lstm", "generation_lstm")  # crvae's block LSTMs (with their linear maps)
+
+
+def make_optimizer(cfg: VAEConfig) -> optax.GradientTransformation:
+    """Adam at ``learning_rate``, multiplied by ``lr_decay`` every ``lr_decay_every`` steps when
+    that is > 0. The parameters of crvae's block LSTMs (``RECURRENT_MODULES``) may train at
+    ``recurrent_lr_scale`` × the rate, with their gradients first clipped element-wise to
+    ±``recurrent_grad_clip``, as the thesis code trains its MNIST crVAE (lr/T, clip 5: the LSTMs
+    receive the gradients of all T blocks). With the defaults this is plain ``optax.adam`` (and its
+    optimiser state that of the checkpoints written before these options existed)."""
+
+    def rate(scale: float):
+        if not cfg.lr_decay_every:
+            return cfg.learning_rate * scale
+        return optax.exponential_decay(cfg.learning_rate * scale, cfg.lr_decay_every, cfg.lr_decay, staircase=True)
+
+    if cfg.recurrent_lr_scale == 1.0 and not cfg.recurrent_grad_clip:
+        return optax.adam(rate(1.0))
+    recurrent = optax.adam(rate(cfg.recurrent_lr_scale))
+    if cfg.recurrent_grad_clip:
+        recurrent = optax.chain(optax.clip(cfg.recurrent_grad_clip), recurrent)
+
+    def labels(params):
+        in_lstm = lambda path: any(getattr(k, "key", None) in RECURRENT_MODULES for k in path)  # noqa: E731
+        return jax.tree_util.tree_map_with_path(lambda path, _: "recurrent" if in_lstm(path) else "rest", params)
+
+    return optax.multi_transform({"rest": optax.adam(rate(1.0)), "recurrent": recurrent}, labels)
+
+
+def describe_optimizer(cfg: VAEConfig) -> str:
+    """``make_optimizer(cfg)`` in words, for reports."""
+    words = f"Adam lr {cfg.learning_rate:g}"
+    lstm = ([f"×{cfg.recurrent_lr_scale:g}"] if cfg.recurrent_lr_scale != 1.0 else []) + (
+        [f"gradients clipped to ±{cfg.recurrent_grad_clip:g}"] if cfg.recurrent_grad_clip else [])
+    if lstm:
+        words += f" (crVAE's block LSTMs {', '.join(lstm)})"
+    if cfg.lr_decay_every:
+        words += f", ×{cfg.lr_decay:g} every {cfg.lr_decay_every:,} steps"
+    return words
 
 
 def log_likelihood(binary: bool, x: jax.Array, out: jax.Array) -> jax.Array:
@@ -198,7 +244,7 @@ def data_parallel(cfg, train_images: np.ndarray, num_devices: int, groups: int =
 def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devices: int = 1) -> Trainer:
     mesh, axis, per_device_batch = data_parallel(cfg, train_images, num_devices)
     network = make_network(cfg, train_images.shape[-1])
-    optimizer = optax.adam(cfg.learning_rate)
+    optimizer = make_optimizer(cfg)
     data = jnp.asarray(train_images)
 
     def init(rng) -> VAEState:
