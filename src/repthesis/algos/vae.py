@@ -91,6 +91,14 @@ def make_network(cfg: VAEConfig, channels: int) -> VAE:
 RECURRENT_MODULES = ("inference_lstm", "generation_lstm")  # crvae's block LSTMs (with their linear maps)
 
 
+def learning_rate(cfg: VAEConfig, scale: float = 1.0):
+    """``scale`` × ``cfg.learning_rate``, as a staircase schedule (× ``lr_decay`` every
+    ``lr_decay_every`` steps) when ``lr_decay_every`` > 0."""
+    if not cfg.lr_decay_every:
+        return cfg.learning_rate * scale
+    return optax.exponential_decay(cfg.learning_rate * scale, cfg.lr_decay_every, cfg.lr_decay, staircase=True)
+
+
 def make_optimizer(cfg: VAEConfig) -> optax.GradientTransformation:
     """Adam at ``learning_rate``, multiplied by ``lr_decay`` every ``lr_decay_every`` steps when
     that is > 0. The parameters of crvae's block LSTMs (``RECURRENT_MODULES``) may train at
@@ -99,11 +107,7 @@ def make_optimizer(cfg: VAEConfig) -> optax.GradientTransformation:
     receive the gradients of all T blocks). With the defaults this is plain ``optax.adam`` (and its
     optimiser state that of the checkpoints written before these options existed)."""
 
-    def rate(scale: float):
-        if not cfg.lr_decay_every:
-            return cfg.learning_rate * scale
-        return optax.exponential_decay(cfg.learning_rate * scale, cfg.lr_decay_every, cfg.lr_decay, staircase=True)
-
+    rate = lambda scale: learning_rate(cfg, scale)  # noqa: E731
     if cfg.recurrent_lr_scale == 1.0 and not cfg.recurrent_grad_clip:
         return optax.adam(rate(1.0))
     recurrent = optax.adam(rate(cfg.recurrent_lr_scale))

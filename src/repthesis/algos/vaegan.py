@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from repthesis.algos.vae import VAEConfig, chunk_runner, data_parallel, make_network, reconstruction_mse
+from repthesis.algos.vae import (VAEConfig, chunk_runner, data_parallel, learning_rate, make_network, make_optimizer,
+                                 reconstruction_mse)
 from repthesis.gen import objectives as obj
 from repthesis.nn.vae import Discriminator, latent_side
 from repthesis.rl import parallel
@@ -151,14 +152,16 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
     vae = make_network(cfg, train_images.shape[-1])
     code_size = latent_side(cfg.image_size) ** 2 * cfg.latent_channels
     disc = Discriminator(code_size if cfg.mi_weight > 0 else 0, cfg.width)
-    optimizer = optax.adam(cfg.learning_rate, eps=1e-8)
+    # Adam (ε 1e-8) for both; the encoder/decoder's with the options of repthesis.algos.vae.make_optimizer
+    # (crVAE-GAN's block LSTMs at a scaled rate, as the thesis code trains them), both on one lr schedule
+    optimizer = {"vae": make_optimizer(cfg), "disc": optax.adam(learning_rate(cfg), eps=1e-8)}
     data = jnp.asarray(train_images)
 
     def init(rng) -> GANState:
         k_vae, k_disc, k_run = jax.random.split(rng, 3)
         x = jnp.zeros((1,) + data.shape[1:], jnp.float32)
         params = {"vae": vae.init(k_vae, x), "disc": disc.init(k_disc, x)}
-        return GANState(params, {k: optimizer.init(v) for k, v in params.items()}, k_run, jnp.zeros((), jnp.int32))
+        return GANState(params, {k: optimizer[k].init(v) for k, v in params.items()}, k_run, jnp.zeros((), jnp.int32))
 
     def forward(params, x, key):
         """The generator's pass: reconstructions, prior samples, the D batch and the MI codes."""
