@@ -128,3 +128,15 @@ def test_crvae_trainer_gives_its_real_block_lstms_the_scaled_rate():
     for name in ("inference_lstm", "generation_lstm"):
         assert max(jax.tree.leaves(step["params"][name])) == pytest.approx(lr / 8, rel=1e-3)
     assert max(jax.tree.leaves(step["params"]["encoder"])) == pytest.approx(lr, rel=1e-3)
+
+
+def test_lstm_forget_bias_reaches_every_layer_of_both_block_lstms():
+    from repthesis.algos.vae import make_network
+
+    cfg = VAEConfig(model="crvae", lstm_forget_bias=1.0, **TINY)
+    params = make_network(cfg, 1).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)))["params"]
+    n = cfg.lstm_size
+    for name in ("inference_lstm", "generation_lstm"):
+        for layer in ("input", "input_1"):
+            bias = np.asarray(params[name][layer]["bias"])
+            assert np.all(bias[n:2 * n] == 1.0) and not np.any(np.delete(bias, np.s_[n:2 * n]))

@@ -25,15 +25,19 @@ def test_blocks_round_trip_and_hold_consecutive_channels():
     np.testing.assert_array_equal(blocks[0, 1].reshape(2, 3, 2), z[0, :, :, 2:4])
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_block_lstm_is_flax_lstm_cell_with_the_same_weights(layers):
+@pytest.mark.parametrize("layers, forget_bias", [(1, 0.0), (2, 0.0), (2, 1.0)])
+def test_block_lstm_is_flax_lstm_cell_with_the_same_weights(layers, forget_bias):
     """The hand-written recurrence (input projections hoisted out of it) computes flax's LSTMCell,
-    and with ``layers`` = 2 two of them stacked (the second reads the first's hidden states)."""
+    and with ``layers`` = 2 two of them stacked (the second reads the first's hidden states);
+    ``forget_bias`` starts every layer's forget gate (and only it) at that bias."""
     import flax.linen as nn
 
     blocks = jax.random.normal(jax.random.PRNGKey(3), (3, 5, 6))
-    net = BlockLSTM(4, layers)
+    net = BlockLSTM(4, layers, forget_bias)
     params = net.init(jax.random.PRNGKey(4), blocks)["params"]
+    for layer in range(layers):
+        bias = params["input" + ("" if layer == 0 else f"_{layer}")]["bias"]
+        np.testing.assert_array_equal(bias, [0.0] * 4 + [forget_bias] * 4 + [0.0] * 8)
     h = blocks
     for layer in range(layers):
         suffix = "" if layer == 0 else f"_{layer}"

@@ -38,6 +38,7 @@ class VAEConfig:
     latent_channels: int = 16  # c of the latent map; every model has D = ⌈S/8⌉²·c latent units
     lstm_size: int = 256  # units of crvae's block LSTMs
     lstm_layers: int = 2  # stacked layers of each block LSTM (the thesis code's 2)
+    lstm_forget_bias: float = 0.0  # initial forget-gate bias of the block LSTMs (the thesis code: 1)
     mean_path: str = "dense"  # crvae's posterior mean: dense (FC, the thesis code's MNIST crVAE) | conv (cVAE's)
     width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
     stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
@@ -85,7 +86,7 @@ def make_network(cfg: VAEConfig, channels: int) -> VAE:
     return VAE(kind=cfg.model, image_size=cfg.image_size, channels=channels, latent_channels=cfg.latent_channels,
                blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size, width=cfg.width,
                stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent, mean_path=cfg.mean_path,
-               lstm_layers=cfg.lstm_layers)
+               lstm_layers=cfg.lstm_layers, lstm_forget_bias=cfg.lstm_forget_bias)
 
 
 RECURRENT_MODULES = ("inference_lstm", "generation_lstm")  # crvae's block LSTMs (with their linear maps)

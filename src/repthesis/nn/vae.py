@@ -20,9 +20,10 @@
 The thesis defers layer sizes to its code release (App. 5.C.1; github.com/WendyShang/crVAE, Torch).
 Its MNIST models are larger than ours: batch-normalised convs with CReLU to a 4×4×256 map, a 4×4×64
 latent (D = 1024), 2-layer block LSTMs of h·w·256/T units (our ``lstm_layers=2``), and for crVAE
-an FC mean path (our ``mean_path="dense"``; both the defaults of ``repthesis.algos.vae``); its
-defaults train with Adam at 3e-3 (the LSTMs at 3e-3/T with gradients clipped to ±5), halved every
-50 of 150 epochs. Ours are stated here, for ``width`` w (32 by default): encoder convs w-2w-4w
+an FC mean path (our ``mean_path="dense"``; both the defaults of ``repthesis.algos.vae``), LSTM
+forget-gate biases of 1 (our ``lstm_forget_bias``); its defaults train with Adam at 3e-3 (the LSTMs
+at 3e-3/T with gradients clipped to ±5), halved every 50 of 150 epochs, on batches of 128
+(``repthesis.algos.vae.make_optimizer``'s options; ours default to plain Adam at 1e-3). Ours are stated here, for ``width`` w (32 by default): encoder convs w-2w-4w
 (4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3 conv (4w), a resize to S/4, and two ×2 sub-pixel upsamplings (a 3×3 conv to 4× the channels, then
 depth-to-space: as expressive as a 4×4/2 transposed conv, whose gradient XLA:CPU runs 3–4× slower). Every model has the same latent size D = ⌈S/8⌉²·c (Table 5.B.1 keeps it
 fixed). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
@@ -153,6 +154,16 @@ def _lstm_bwd(saved, d_hs):
 lstm_recurrence.defvjp(_lstm_fwd, _lstm_bwd)
 
 
+def forget_gate_bias(value: float):
+    """Bias initialiser of a [4n] gate projection (gates i, f, g, o): ``value`` on f, 0 elsewhere."""
+
+    def init(key, shape, dtype=jnp.float32):
+        n = shape[-1] // 4
+        return jnp.zeros(shape, dtype).at[..., n:2 * n].set(value)
+
+    return init
+
+
 class BlockLSTM(nn.Module):
     """LSTM over the T channel blocks, then a per-step linear map back to the block size.
 
@@ -164,6 +175,7 @@ class BlockLSTM(nn.Module):
 
     hidden: int
     layers: int = 1  # stacked: layer l + 1 reads layer l's hidden states
+    forget_bias: float = 0.0  # initial bias of every layer's forget gate (the thesis code's LSTMs: 1)
 
     @nn.compact
     def __call__(self, blocks: jax.Array) -> jax.Array:  # [B, T, F] -> [B, T, F]; u_t sees z_1..z_t
@@ -171,7 +183,7 @@ class BlockLSTM(nn.Module):
         h = blocks
         for layer in range(self.layers):
             suffix = "" if layer == 0 else f"_{layer}"  # layer 0 keeps the 1-layer parameter names
-            gates_x = nn.Dense(4 * n, name="input" + suffix)(h)
+            gates_x = nn.Dense(4 * n, name="input" + suffix, bias_init=forget_gate_bias(self.forget_bias))(h)
             w_h = self.param("recurrent" + suffix, nn.initializers.orthogonal(), (n, 4 * n))
             h = lstm_recurrence(gates_x, w_h)
         return nn.Dense(blocks.shape[-1])(h)
@@ -201,6 +213,7 @@ class VAE(nn.Module):
     top_latent: int = 64  # units of z2 when stochastic_layers=2
     mean_path: str = "conv"  # crvae's posterior mean: conv (cVAE's, §5.3.2) | dense (an FC layer, as VAE's)
     lstm_layers: int = 1  # stacked LSTM layers in each of crvae's block LSTMs
+    lstm_forget_bias: float = 0.0  # initial forget-gate bias of the block LSTMs
 
     def setup(self):
         if self.kind not in KINDS:
@@ -229,10 +242,10 @@ class VAE(nn.Module):
         if self.kind == "crvae":  # App. 5.A: an LSTM imitates z = Aε + μ's A, an element-wise addition its μ
             zeros = nn.initializers.zeros
             if self.recurrent in ("both", "inference"):
-                self.inference_lstm = BlockLSTM(self.lstm_size, self.lstm_layers)
+                self.inference_lstm = BlockLSTM(self.lstm_size, self.lstm_layers, self.lstm_forget_bias)
                 self.mean_offset = self.param("mean_offset", zeros, self.latent_shape)
             if self.recurrent in ("both", "generation"):
-                self.generation_lstm = BlockLSTM(self.lstm_size, self.lstm_layers)
+                self.generation_lstm = BlockLSTM(self.lstm_size, self.lstm_layers, self.lstm_forget_bias)
                 self.generation_offset = self.param("generation_offset", zeros, self.latent_shape)
         self.z_shape = (d,) if self.kind == "vae" else self.latent_shape  # one example's z1
         if self.stochastic_layers == 2:
