@@ -12,6 +12,7 @@ import optax
 
 from repthesis.algos.vae import VAEConfig, elbo_terms, log_weights, make_optimizer, make_train
 from repthesis.data import make_shapes
+from tests.algos.tiny import max_change
 
 
 def binary_shapes(n, seed):
@@ -123,7 +124,7 @@ def test_crvae_trainer_gives_its_real_block_lstms_the_scaled_rate():
     trainer = make_train(cfg, binary_shapes(64, 0), binary=True)
     state = trainer.init(jax.random.PRNGKey(0))
     new, _ = trainer.run_chunk(state)
-    step = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), state.params, new.params)
+    step = max_change(state.params, new.params)
     lr = cfg.learning_rate  # Adam's first step moves every parameter with a gradient by lr
     for name in ("inference_lstm", "generation_lstm"):
         assert max(jax.tree.leaves(step["params"][name])) == pytest.approx(lr / 8, rel=1e-3)

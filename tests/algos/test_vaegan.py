@@ -9,6 +9,7 @@ import pytest
 from repthesis import registry
 from repthesis.algos.vaegan import discriminator_batch, weighted_kl
 from repthesis.data import make_shapes
+from tests.algos.tiny import max_change
 
 TINY = dict(image_size=16, latent_channels=8, blocks=4, lstm_size=16, batch_size=16, width=8,
             steps_per_chunk=2, total_steps=2)
@@ -66,11 +67,11 @@ def test_crvae_gan_block_lstms_train_at_the_scaled_rate_and_the_schedule_reaches
     trainer, state = make("crvae-gan", recurrent_lr_scale=0.125, disc_skip_accuracy=1.0, steps_per_chunk=1,
                           lr_decay_every=1, lr_decay=0.5)
     new, _ = trainer.run_chunk(state)
-    step = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), state.params, new.params)
+    step = max_change(state.params, new.params)
     lr = trainer.cfg.learning_rate  # Adam's first step moves every parameter with a gradient by lr
     assert max(jax.tree.leaves(step["vae"]["params"]["generation_lstm"])) == pytest.approx(lr / 8, rel=1e-3)
     assert max(jax.tree.leaves(step["vae"]["params"]["encoder"])) == pytest.approx(lr, rel=1e-3)
     assert max(jax.tree.leaves(step["disc"])) == pytest.approx(lr, rel=1e-3)
     newer, _ = trainer.run_chunk(new)  # the second step runs at lr/2 (Adam's later steps are at most ~lr_t)
-    second = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), new.params, newer.params)
+    second = max_change(new.params, newer.params)
     assert max(jax.tree.leaves(second["disc"])) <= lr / 2 * 1.01

@@ -108,10 +108,9 @@ def make_optimizer(cfg: VAEConfig) -> optax.GradientTransformation:
     receive the gradients of all T blocks). With the defaults this is plain ``optax.adam`` (and its
     optimiser state that of the checkpoints written before these options existed)."""
 
-    rate = lambda scale: learning_rate(cfg, scale)  # noqa: E731
     if cfg.recurrent_lr_scale == 1.0 and not cfg.recurrent_grad_clip:
-        return optax.adam(rate(1.0))
-    recurrent = optax.adam(rate(cfg.recurrent_lr_scale))
+        return optax.adam(learning_rate(cfg))
+    recurrent = optax.adam(learning_rate(cfg, cfg.recurrent_lr_scale))
     if cfg.recurrent_grad_clip:
         recurrent = optax.chain(optax.clip(cfg.recurrent_grad_clip), recurrent)
 
@@ -119,7 +118,7 @@ def make_optimizer(cfg: VAEConfig) -> optax.GradientTransformation:
         in_lstm = lambda path: any(getattr(k, "key", None) in RECURRENT_MODULES for k in path)  # noqa: E731
         return jax.tree_util.tree_map_with_path(lambda path, _: "recurrent" if in_lstm(path) else "rest", params)
 
-    return optax.multi_transform({"rest": optax.adam(rate(1.0)), "recurrent": recurrent}, labels)
+    return optax.multi_transform({"rest": optax.adam(learning_rate(cfg)), "recurrent": recurrent}, labels)
 
 
 def describe_optimizer(cfg: VAEConfig) -> str:
