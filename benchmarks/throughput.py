@@ -8,8 +8,10 @@
 
 With ``--gen``: chapter 5's training speed, VAE vs cVAE vs crVAE, as seconds per MNIST epoch
 (50,000 images at batch 64, 28×28 binary images drawn at random: speed does not depend on
-content, so no dataset is needed), at conv width 32 (the default) and 16 (the ``cpu`` ablation);
-results in ``throughput_gen_<platform>.md``. Target: crVAE ≤ 1.5× VAE.
+content, so no dataset is needed), at conv width 32 (the default) and 16 (the ``cpu`` ablation),
+crVAE with its 2-layer block LSTMs run both layer by layer and as a wavefront (``lstm_schedule``;
+the row marked auto is the default on this backend); results in ``throughput_gen_<platform>.md``.
+Target: crVAE ≤ 1.5× VAE.
 
 With ``--atari``: agent-steps/s of training on atari:Breakout through envpool (thesis network:
 slim CNN, LSTM 512, FC 2×512; t_max 20), next to the bare emulator rate of the same pool
@@ -240,28 +242,38 @@ def machine(device) -> str:
 def gen_main(args) -> int:
     import numpy as np
 
+    from repthesis.nn.vae import resolve_lstm_schedule
+
     device = jax.devices()[0]
     images = (np.random.default_rng(0).random((50_000, 28, 28, 1)) < 0.13).astype(np.float32)
     epoch_steps = 50_000 / 64
+    auto = resolve_lstm_schedule("auto")
+    runs = [("vae", None), ("cvae", None), ("crvae", auto), ("crvae", "wavefront" if auto == "layers" else "layers")]
     rows, per = [], {}
     for width in (32, 16):
-        for algo in ("vae", "cvae", "crvae"):
-            cfg = registry.make_config(algo, {"width": width, "steps_per_chunk": 100, "batch_size": 64})
+        for algo, schedule in runs:
+            overrides = {"width": width, "steps_per_chunk": 100, "batch_size": 64}
+            if schedule:
+                overrides["lstm_schedule"] = schedule
+            cfg = registry.make_config(algo, overrides)
             trainer = registry.get_algo(algo).make_train(cfg, images, True)
             compile_s, dt = time_chunks(trainer, args.chunks)
             sps = 100 / dt
-            per[(width, algo)] = epoch_steps / sps
-            rows.append(f"| {algo} | {width} | {compile_s:.1f} | {sps:.1f} | {epoch_steps / sps:.3g} |")
-            print(f"{algo:6s} width {width}: first chunk {compile_s:.1f}s, {sps:.1f} steps/s, "
+            per[(width, algo, schedule)] = epoch_steps / sps
+            name = algo + (f" ({schedule}{', auto' if schedule == auto else ''})" if schedule else "")
+            rows.append(f"| {name} | {width} | {compile_s:.1f} | {sps:.1f} | {epoch_steps / sps:.3g} |")
+            print(f"{name:22s} width {width}: first chunk {compile_s:.1f}s, {sps:.1f} steps/s, "
                   f"{epoch_steps / sps:.3g} s/epoch", flush=True)
-    ratios = {w: per[(w, "crvae")] / per[(w, "vae")] for w in (32, 16)}
+    ratios = [(w, s, per[(w, "crvae", s)] / per[(w, "vae", None)]) for w in (32, 16) for _, s in runs[2:]]
     lines = ["# Chapter 5 training speed: seconds per MNIST epoch", "",
              f"Command: `python benchmarks/throughput.py --gen --chunks={args.chunks}`  ", machine(device),
              "50,000 random binary 28×28 images, batch 64, Adam; latent 4×4×16 for every model, crVAE T = 8, "
-             f"LSTM 256; {args.chunks} timed chunks of 100 steps after a first (compiling) chunk; seed 0.", "",
+             f"2-layer LSTMs of 256 units run layer by layer or as a wavefront (`lstm_schedule`; `auto` picks {auto} "
+             f"here); {args.chunks} timed chunks of 100 steps after a first (compiling) chunk; seed 0.", "",
              "| model | conv width | first chunk incl. compile (s) | steps/s | s/epoch |", "|---|---|---|---|---|", *rows, "",
-             *(f"crVAE / VAE epoch time at width {w}: {r:.2f}× (target ≤ 1.5×)." for w, r in ratios.items())]
-    print("\n".join(lines[-2:]))
+             *(f"crVAE ({s}{', auto' if s == auto else ''}) / VAE epoch time at width {w}: {r:.2f}× (target ≤ 1.5×)."
+               for w, s, r in ratios)]
+    print("\n".join(lines[-len(ratios):]))
     write_results(args, "throughput_gen", lines)
     return 0
 

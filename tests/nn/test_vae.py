@@ -52,6 +52,47 @@ def test_block_lstm_is_flax_lstm_cell_with_the_same_weights(layers, forget_bias)
     assert not np.allclose(h[:, 0], h[:, 1], atol=1e-3)  # the steps differ: the comparison is not vacuous
 
 
+@pytest.mark.parametrize("layers, steps", [(2, 1), (2, 5), (3, 2), (3, 4)])
+def test_wavefront_schedule_is_the_layer_by_layer_lstm(layers, steps):
+    """The wavefront (layer l at time k − l, all layers in one matmul per step, hand-written
+    backward) has the same parameters, outputs and gradients as the stacked layers run in turn."""
+    blocks = jax.random.normal(jax.random.PRNGKey(3), (3, steps, 6))
+    target = jax.random.normal(jax.random.PRNGKey(5), (3, steps, 6))
+    nets = [BlockLSTM(4, layers, 1.0, schedule=s) for s in ("layers", "wavefront")]
+    params = [net.init(jax.random.PRNGKey(4), blocks) for net in nets]
+    jax.tree.map(np.testing.assert_array_equal, params[0], params[1])  # same names, shapes, initial values
+    outs = [net.apply(params[0], blocks) for net in nets]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    grads = [jax.grad(lambda p, x, net=net: jnp.sum(target * jnp.tanh(net.apply(p, x))), argnums=(0, 1))(params[0], blocks)
+             for net in nets]
+    jax.tree.map(lambda w, l: np.testing.assert_allclose(w, l, rtol=1e-4, atol=1e-6), grads[1], grads[0])
+    top = grads[1][0]["params"][f"recurrent_{layers - 1}"]
+    assert steps == 1 or np.abs(top).max() > 1e-3  # not vacuous: the top layer's recurrence has a gradient
+
+
+def test_wavefront_runs_one_matmul_per_step():
+    """What the wavefront is for: T + L − 1 recurrent matmuls in the forward pass (T = 8, L = 2: 9,
+    against 2 · 7 recurrent and one input projection layer by layer)."""
+    blocks = jnp.ones((2, 8, 6))
+
+    def matmuls(schedule):
+        net = BlockLSTM(4, 2, schedule=schedule)
+        params = net.init(jax.random.PRNGKey(0), blocks)
+        return str(jax.make_jaxpr(lambda p: net.apply(p, blocks))(params)).count("dot_general")
+
+    assert matmuls("layers") == 2 + 2 * 7 + 1  # two input projections, 7 + 7 recurrent steps, the output map
+    assert matmuls("wavefront") == 1 + 8 + 1  # layer 0's input projection, 8 wavefront steps, the output map
+
+
+def test_lstm_schedule_auto_follows_the_backend_and_bad_names_are_refused():
+    from repthesis.nn.vae import resolve_lstm_schedule
+
+    assert resolve_lstm_schedule("auto") == ("layers" if jax.default_backend() == "cpu" else "wavefront")
+    assert resolve_lstm_schedule("wavefront") == "wavefront"
+    with pytest.raises(ValueError, match="valid: auto, layers, wavefront"):
+        resolve_lstm_schedule("diagonal")
+
+
 @pytest.mark.parametrize("steps", [1, 5])
 def test_lstm_recurrence_gradient_is_autodiffs(steps):
     """The hand-written backward pass (recurrent-kernel gradient batched over steps) equals
@@ -94,6 +135,7 @@ def test_generation_block_t_depends_only_on_blocks_up_to_t(layers):
 @pytest.mark.parametrize("kw", [dict(kind="vae"), dict(kind="cvae"), dict(kind="crvae"),
                                 dict(kind="crvae", recurrent="inference"), dict(kind="crvae", recurrent="generation"),
                                 dict(kind="crvae", mean_path="dense", lstm_layers=2),
+                                dict(kind="crvae", lstm_layers=2, lstm_schedule="wavefront"),
                                 dict(kind="vae", stochastic_layers=2)],
                          ids=lambda kw: "-".join(map(str, kw.values())))
 def test_gradient_of_the_iwae_bound_reaches_every_parameter(kw):

@@ -22,7 +22,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from repthesis.gen import objectives as obj
-from repthesis.nn.vae import KINDS, MEAN_PATHS, RECURRENT, VAE, check_image_size
+from repthesis.nn.vae import KINDS, LSTM_SCHEDULES, MEAN_PATHS, RECURRENT, VAE, check_image_size
 from repthesis.rl import parallel
 from repthesis.utils.config import check_fields
 
@@ -39,6 +39,7 @@ class VAEConfig:
     lstm_size: int = 256  # units of crvae's block LSTMs
     lstm_layers: int = 2  # stacked layers of each block LSTM (the thesis code's 2)
     lstm_forget_bias: float = 0.0  # initial forget-gate bias of the block LSTMs (the thesis code: 1)
+    lstm_schedule: str = "auto"  # stacked LSTMs layer by layer (CPU) or as a wavefront (GPU/TPU); auto: by backend
     mean_path: str = "dense"  # crvae's posterior mean: dense (FC, the thesis code's MNIST crVAE) | conv (cVAE's)
     width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
     stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
@@ -60,7 +61,8 @@ class VAEConfig:
 
     def __post_init__(self):
         check_fields(self, choices={"model": KINDS, "update_loop": parallel.UPDATE_LOOPS, "recurrent": RECURRENT,
-                                    "stochastic_layers": (1, 2), "mean_path": MEAN_PATHS},
+                                    "stochastic_layers": (1, 2), "mean_path": MEAN_PATHS,
+                                    "lstm_schedule": LSTM_SCHEDULES},
                      positive=("width", "top_latent", "blocks", "latent_channels", "lstm_size", "lstm_layers", "iw_samples",
                                "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every", "nll_samples",
                                "nll_chunk", "learning_rate", "recurrent_lr_scale", "lr_decay"),
@@ -86,7 +88,7 @@ def make_network(cfg: VAEConfig, channels: int) -> VAE:
     return VAE(kind=cfg.model, image_size=cfg.image_size, channels=channels, latent_channels=cfg.latent_channels,
                blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size, width=cfg.width,
                stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent, mean_path=cfg.mean_path,
-               lstm_layers=cfg.lstm_layers, lstm_forget_bias=cfg.lstm_forget_bias)
+               lstm_layers=cfg.lstm_layers, lstm_forget_bias=cfg.lstm_forget_bias, lstm_schedule=cfg.lstm_schedule)
 
 
 RECURRENT_MODULES = ("inference_lstm", "generation_lstm")  # crvae's block LSTMs (with their linear maps)

@@ -11,7 +11,7 @@
   (shared by the blocks), and an element-wise addition before the decoder. App. 5.A: the LSTMs
   imitate the A and the additions the μ of a full-covariance draw z = Aε + μ. ``recurrent`` places
   the LSTM on the inference path, the generation path or both (Table 5.B.1); ``lstm_layers``
-  stacks LSTMs (the thesis code uses 2).
+  stacks LSTMs (the thesis code uses 2), run layer by layer or as a wavefront (``lstm_schedule``).
 * ``stochastic_layers=2`` (Table 5.B.1's "2 stochastic layers"; the thesis gives no layout, ours
   follows Burda et al. 2015): a top latent z2 ∈ R^{top_latent} with p(z2) = N(0, I), a learned
   Gaussian p(z1 | z2) over the model's latent z1, and q(z1, z2 | x) = q(z1 | x) q(z2 | z1), both
@@ -31,7 +31,9 @@ fixed). Modules are batched ([B, H, W, C] images) and never compute losses (STYL
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -102,14 +104,10 @@ def _lstm_forward(gates_x: jax.Array, w_h: jax.Array):
     h = c = None
     hs, cs, acts = [], [], []
     for t in range(gates_x.shape[-2]):  # unrolled: T is small
-        pre = gates_x[..., t, :] if h is None else gates_x[..., t, :] + h @ w_h
-        i, f, g, o = jnp.split(pre, 4, axis=-1)
-        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-        c = i * g if c is None else f * c + i * g
-        h = o * jnp.tanh(c)
+        h, c, act = _cell(gates_x[..., t, :] if h is None else gates_x[..., t, :] + h @ w_h, c)
         hs.append(h)
         cs.append(c)
-        acts.append((i, f, g, o))
+        acts.append(act)
     return jnp.stack(hs, axis=-2), (hs, cs, acts)
 
 
@@ -134,14 +132,8 @@ def _lstm_bwd(saved, d_hs):
     d_pre = [None] * steps
     dh_next = dc_next = None
     for t in reversed(range(steps)):
-        i, f, g, o = acts[t]
         dh = d_hs[..., t, :] if dh_next is None else d_hs[..., t, :] + dh_next
-        tanh_c = jnp.tanh(cs[t])
-        dc = dh * o * (1 - tanh_c ** 2) + (0 if dc_next is None else dc_next)
-        df = dc * cs[t - 1] if t else jnp.zeros_like(dc)  # the first step has no previous cell
-        d_pre[t] = jnp.concatenate([dc * g * i * (1 - i), df * f * (1 - f), dc * i * (1 - g ** 2),
-                                    dh * tanh_c * o * (1 - o)], axis=-1)
-        dc_next = dc * f
+        d_pre[t], dc_next = _cell_grad(dh, dc_next, acts[t], cs[t - 1] if t else None, cs[t])
         dh_next = d_pre[t] @ w_h.T if t else None
     d_gates = jnp.stack(d_pre, axis=-2)  # [B, T, 4n]
     if steps == 1:
@@ -154,6 +146,112 @@ def _lstm_bwd(saved, d_hs):
 lstm_recurrence.defvjp(_lstm_fwd, _lstm_bwd)
 
 
+def _cell_grad(dh, dc_next, act, c_prev, c):
+    """An LSTM cell's backward step: the gradient of its pre-activations [B, 4n] (gates i, f, g, o)
+    and of its previous cell state, from the gradients of its hidden state and of its cell state."""
+    i, f, g, o = act
+    tanh_c = jnp.tanh(c)
+    dc = dh * o * (1 - tanh_c ** 2) + (0 if dc_next is None else dc_next)
+    df = dc * c_prev if c_prev is not None else jnp.zeros_like(dc)  # the first step has no previous cell
+    d_pre = jnp.concatenate([dc * g * i * (1 - i), df * f * (1 - f), dc * i * (1 - g ** 2),
+                             dh * tanh_c * o * (1 - o)], axis=-1)
+    return d_pre, dc * f
+
+
+def _cell(pre, c_prev):
+    i, f, g, o = jnp.split(pre, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = i * g if c_prev is None else f * c_prev + i * g
+    return o * jnp.tanh(c), c, (i, f, g, o)
+
+
+def _wavefront_plan(layers: int, steps: int):
+    """Step k of the wavefront runs layers a … b (layer l at time k − l); the hidden states that
+    layers r0 … r1 emitted at step k − 1 are its inputs (none at k = 0)."""
+    for k in range(steps + layers - 1):
+        a, b = max(0, k - steps + 1), min(layers - 1, k)
+        yield k, a, b, max(a - 1, 0), min(b, k - 1)
+
+
+def _wavefront_forward(gates_x, w_big, b_up, layers):
+    n = w_big.shape[0] // layers
+    h, c = [None] * layers, [None] * layers
+    outs, saved = [], []
+    for k, a, b, r0, r1 in _wavefront_plan(layers, gates_x.shape[-2]):
+        x = jnp.concatenate(h[r0:r1 + 1], axis=-1) if r1 >= r0 else None
+        pre = None if x is None else x @ w_big[r0 * n:(r1 + 1) * n, 4 * a * n:4 * (b + 1) * n]
+        step = []
+        for l in range(a, b + 1):
+            own = gates_x[..., k, :] if l == 0 else b_up[4 * (l - 1) * n:4 * l * n]
+            pre_l = own if pre is None else pre[..., 4 * (l - a) * n:4 * (l - a + 1) * n] + own
+            c_prev = c[l]
+            h[l], c[l], act = _cell(pre_l, c_prev)
+            step.append((act, c_prev, c[l]))
+            if l == layers - 1:
+                outs.append(h[l])
+        saved.append((x, step))
+    return jnp.stack(outs, axis=-2), saved
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def wavefront_lstm(gates_x: jax.Array, w_big: jax.Array, b_up: jax.Array, layers: int) -> jax.Array:
+    """``layers`` stacked LSTMs over [B, T, 4n] input projections of layer 0 → the top layer's
+    [B, T, n] hidden states, computed as a wavefront: step k runs layer l at time k − l for every l
+    at once, as ONE matmul of the hidden states of step k − 1 with ``w_big`` [L·n, L·4n] (block
+    (l, l) layer l's recurrent kernel, block (l − 1, l) its input kernel, zero elsewhere; ``b_up``
+    [(L − 1)·4n] the input biases of layers 1 …). The chain of dependent steps is T + L − 1 instead
+    of L·T, with T + L − 2 matmuls in it instead of L·(T − 1) (plus L − 1 input projections): on
+    a GPU each block step costs kernel launches rather than FLOPs. Its matmuls do more work than
+    the layer-by-layer order's (for L = 2, 4/3 ×: the zero blocks, and layer 1's input projection
+    inside the chain), so the CPU keeps that order (``BlockLSTM``'s ``schedule``). The gradient is written out as ``lstm_recurrence``'s is: the backward wavefront
+    carries only δ·w_bigᵀ, and w_big's gradient is one matmul over all steps."""
+    return _wavefront_forward(gates_x, w_big, b_up, layers)[0]
+
+
+def _wavefront_fwd(gates_x, w_big, b_up, layers):
+    outs, saved = _wavefront_forward(gates_x, w_big, b_up, layers)
+    return outs, (saved, w_big, b_up.shape)
+
+
+def _wavefront_bwd(layers, res, d_hs):
+    saved, w_big, b_shape = res
+    n = w_big.shape[0] // layers
+    steps = d_hs.shape[-2]
+    carry_h, carry_c = [None] * layers, [None] * layers  # gradients of what step k emitted
+    d_gates, xs, d_pres = [None] * steps, [], []
+    d_b = [0.0] * layers
+    pad = lambda parts, lo, hi, width: jnp.concatenate(  # noqa: E731  (zeros for absent blocks)
+        [jnp.zeros(d_hs.shape[:-2] + (width * lo,), d_hs.dtype)] + parts
+        + [jnp.zeros(d_hs.shape[:-2] + (width * (layers - 1 - hi),), d_hs.dtype)], axis=-1)
+    for k, a, b, r0, r1 in reversed(list(_wavefront_plan(layers, steps))):
+        x, step = saved[k]
+        parts = []
+        for l, (act, c_prev, c) in zip(range(a, b + 1), step):
+            dh = carry_h[l]
+            if l == layers - 1:
+                dh = d_hs[..., k - l, :] if dh is None else dh + d_hs[..., k - l, :]
+            d_pre, carry_c[l] = _cell_grad(dh, carry_c[l], act, c_prev, c)
+            parts.append(d_pre)
+            if l == 0:
+                d_gates[k] = d_pre
+            else:
+                d_b[l] = d_b[l] + d_pre.reshape(-1, 4 * n).sum(0)
+        carry_h = [None] * layers
+        if x is not None:
+            d_x = jnp.concatenate(parts, axis=-1) @ w_big[r0 * n:(r1 + 1) * n, 4 * a * n:4 * (b + 1) * n].T
+            for r in range(r0, r1 + 1):
+                carry_h[r] = d_x[..., (r - r0) * n:(r - r0 + 1) * n]
+            xs.append(pad([x], r0, r1, n))
+            d_pres.append(pad(parts, a, b, 4 * n))
+    d_w = jnp.einsum("k...m,k...j->mj", jnp.stack(xs), jnp.stack(d_pres)) if xs else jnp.zeros_like(w_big)
+    d_b_up = jnp.concatenate([jnp.broadcast_to(d_b[l], (4 * n,)) for l in range(1, layers)]) if layers > 1 \
+        else jnp.zeros(b_shape, w_big.dtype)
+    return jnp.stack(d_gates, axis=-2), d_w, d_b_up
+
+
+wavefront_lstm.defvjp(_wavefront_fwd, _wavefront_bwd)
+
+
 def forget_gate_bias(value: float):
     """Bias initialiser of a [4n] gate projection (gates i, f, g, o): ``value`` on f, 0 elsewhere."""
 
@@ -164,6 +262,32 @@ def forget_gate_bias(value: float):
     return init
 
 
+LSTM_SCHEDULES = ("auto", "layers", "wavefront")
+
+
+def resolve_lstm_schedule(schedule: str) -> str:
+    """``auto``: the wavefront on accelerators (latency-bound block steps), layer by layer on CPU
+    (FLOP-bound: the wavefront's zero blocks cost 4/3 × the matmul work)."""
+    if schedule not in LSTM_SCHEDULES:
+        raise ValueError(f"lstm schedule {schedule!r} is not valid; valid: {', '.join(LSTM_SCHEDULES)}")
+    if schedule == "auto":
+        return "layers" if jax.default_backend() == "cpu" else "wavefront"
+    return schedule
+
+
+class _DenseParams(nn.Module):
+    """The kernel and bias of an ``nn.Dense`` (the same names, shapes and initialisers), unapplied."""
+
+    in_features: int
+    features: int
+    bias_init: Any
+
+    @nn.compact
+    def __call__(self):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.in_features, self.features))
+        return kernel, self.param("bias", self.bias_init, (self.features,))
+
+
 class BlockLSTM(nn.Module):
     """LSTM over the T channel blocks, then a per-step linear map back to the block size.
 
@@ -171,21 +295,41 @@ class BlockLSTM(nn.Module):
     recurrent kernel orthogonal) written out so that the input projections of all T blocks are one
     matmul ahead of the recurrence (``lstm_recurrence``), which then adds only h·W_h per step: the
     recurrence is a chain of T small steps (forward and backward) that on a GPU costs kernel
-    launches, not FLOPs."""
+    launches, not FLOPs. Stacked layers run layer by layer (``schedule="layers"``: L·T dependent
+    steps) or as a wavefront (``"wavefront"``, ``wavefront_lstm``: T + L − 1 steps, one matmul
+    each); both compute the same function from the same parameters (tested), ``auto`` picks by
+    backend (``resolve_lstm_schedule``)."""
 
     hidden: int
     layers: int = 1  # stacked: layer l + 1 reads layer l's hidden states
     forget_bias: float = 0.0  # initial bias of every layer's forget gate (the thesis code's LSTMs: 1)
+    schedule: str = "auto"  # auto | layers | wavefront (stacked layers only)
 
     @nn.compact
     def __call__(self, blocks: jax.Array) -> jax.Array:  # [B, T, F] -> [B, T, F]; u_t sees z_1..z_t
         n = self.hidden
+        bias_init = forget_gate_bias(self.forget_bias)
+        schedule = resolve_lstm_schedule(self.schedule)
         h = blocks
-        for layer in range(self.layers):
-            suffix = "" if layer == 0 else f"_{layer}"  # layer 0 keeps the 1-layer parameter names
-            gates_x = nn.Dense(4 * n, name="input" + suffix, bias_init=forget_gate_bias(self.forget_bias))(h)
-            w_h = self.param("recurrent" + suffix, nn.initializers.orthogonal(), (n, 4 * n))
-            h = lstm_recurrence(gates_x, w_h)
+        if self.layers > 1 and schedule == "wavefront":
+            gates_x = nn.Dense(4 * n, name="input", bias_init=bias_init)(h)
+            w_h = [self.param("recurrent", nn.initializers.orthogonal(), (n, 4 * n))]
+            w_x, b_x = [], []
+            for layer in range(1, self.layers):  # the parameters layer by layer would make
+                kernel, bias = _DenseParams(n, 4 * n, bias_init, name=f"input_{layer}")()
+                w_x.append(kernel)
+                b_x.append(bias)
+                w_h.append(self.param(f"recurrent_{layer}", nn.initializers.orthogonal(), (n, 4 * n)))
+            zero = jnp.zeros((n, 4 * n), w_h[0].dtype)
+            w_big = jnp.block([[w_h[r] if c == r else w_x[r] if c == r + 1 else zero for c in range(self.layers)]
+                               for r in range(self.layers)])
+            h = wavefront_lstm(gates_x, w_big, jnp.concatenate(b_x), self.layers)
+        else:
+            for layer in range(self.layers):
+                suffix = "" if layer == 0 else f"_{layer}"  # layer 0 keeps the 1-layer parameter names
+                gates_x = nn.Dense(4 * n, name="input" + suffix, bias_init=bias_init)(h)
+                w_h = self.param("recurrent" + suffix, nn.initializers.orthogonal(), (n, 4 * n))
+                h = lstm_recurrence(gates_x, w_h)
         return nn.Dense(blocks.shape[-1])(h)
 
 
@@ -214,6 +358,7 @@ class VAE(nn.Module):
     mean_path: str = "conv"  # crvae's posterior mean: conv (cVAE's, §5.3.2) | dense (an FC layer, as VAE's)
     lstm_layers: int = 1  # stacked LSTM layers in each of crvae's block LSTMs
     lstm_forget_bias: float = 0.0  # initial forget-gate bias of the block LSTMs
+    lstm_schedule: str = "auto"  # stacked block LSTMs: layers | wavefront | auto (by backend; same function)
 
     def setup(self):
         if self.kind not in KINDS:
@@ -242,10 +387,10 @@ class VAE(nn.Module):
         if self.kind == "crvae":  # App. 5.A: an LSTM imitates z = Aε + μ's A, an element-wise addition its μ
             zeros = nn.initializers.zeros
             if self.recurrent in ("both", "inference"):
-                self.inference_lstm = BlockLSTM(self.lstm_size, self.lstm_layers, self.lstm_forget_bias)
+                self.inference_lstm = BlockLSTM(self.lstm_size, self.lstm_layers, self.lstm_forget_bias, self.lstm_schedule)
                 self.mean_offset = self.param("mean_offset", zeros, self.latent_shape)
             if self.recurrent in ("both", "generation"):
-                self.generation_lstm = BlockLSTM(self.lstm_size, self.lstm_layers, self.lstm_forget_bias)
+                self.generation_lstm = BlockLSTM(self.lstm_size, self.lstm_layers, self.lstm_forget_bias, self.lstm_schedule)
                 self.generation_offset = self.param("generation_offset", zeros, self.latent_shape)
         self.z_shape = (d,) if self.kind == "vae" else self.latent_shape  # one example's z1
         if self.stochastic_layers == 2:
