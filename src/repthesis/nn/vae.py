@@ -173,13 +173,18 @@ def _wavefront_plan(layers: int, steps: int):
         yield k, a, b, max(a - 1, 0), min(b, k - 1)
 
 
+def _step_kernel(w_big, n, a, b, r0, r1):
+    """The block of ``w_big`` that step k uses: rows of layers r0 … r1, gate columns of layers a … b."""
+    return w_big[r0 * n:(r1 + 1) * n, 4 * a * n:4 * (b + 1) * n]
+
+
 def _wavefront_forward(gates_x, w_big, b_up, layers):
     n = w_big.shape[0] // layers
     h, c = [None] * layers, [None] * layers
     outs, saved = [], []
     for k, a, b, r0, r1 in _wavefront_plan(layers, gates_x.shape[-2]):
         x = jnp.concatenate(h[r0:r1 + 1], axis=-1) if r1 >= r0 else None
-        pre = None if x is None else x @ w_big[r0 * n:(r1 + 1) * n, 4 * a * n:4 * (b + 1) * n]
+        pre = None if x is None else x @ _step_kernel(w_big, n, a, b, r0, r1)
         step = []
         for l in range(a, b + 1):
             own = gates_x[..., k, :] if l == 0 else b_up[4 * (l - 1) * n:4 * l * n]
@@ -203,8 +208,9 @@ def wavefront_lstm(gates_x: jax.Array, w_big: jax.Array, b_up: jax.Array, layers
     of L·T, with T + L − 2 matmuls in it instead of L·(T − 1) (plus L − 1 input projections): on
     a GPU each block step costs kernel launches rather than FLOPs. Its matmuls do more work than
     the layer-by-layer order's (for L = 2, 4/3 ×: the zero blocks, and layer 1's input projection
-    inside the chain), so the CPU keeps that order (``BlockLSTM``'s ``schedule``). The gradient is written out as ``lstm_recurrence``'s is: the backward wavefront
-    carries only δ·w_bigᵀ, and w_big's gradient is one matmul over all steps."""
+    inside the chain), so the CPU keeps that order (``BlockLSTM``'s ``schedule``). The gradient is
+    written out as ``lstm_recurrence``'s is: the backward wavefront carries only δ·w_bigᵀ, and
+    w_big's gradient is one matmul over all steps."""
     return _wavefront_forward(gates_x, w_big, b_up, layers)[0]
 
 
@@ -238,7 +244,7 @@ def _wavefront_bwd(layers, res, d_hs):
                 d_b[l] = d_b[l] + d_pre.reshape(-1, 4 * n).sum(0)
         carry_h = [None] * layers
         if x is not None:
-            d_x = jnp.concatenate(parts, axis=-1) @ w_big[r0 * n:(r1 + 1) * n, 4 * a * n:4 * (b + 1) * n].T
+            d_x = jnp.concatenate(parts, axis=-1) @ _step_kernel(w_big, n, a, b, r0, r1).T
             for r in range(r0, r1 + 1):
                 carry_h[r] = d_x[..., (r - r0) * n:(r - r0 + 1) * n]
             xs.append(pad([x], r0, r1, n))
@@ -315,7 +321,7 @@ class BlockLSTM(nn.Module):
             gates_x = nn.Dense(4 * n, name="input", bias_init=bias_init)(h)
             w_h = [self.param("recurrent", nn.initializers.orthogonal(), (n, 4 * n))]
             w_x, b_x = [], []
-            for layer in range(1, self.layers):  # the parameters layer by layer would make
+            for layer in range(1, self.layers):  # the same parameters as the layer-by-layer order's
                 kernel, bias = _DenseParams(n, 4 * n, bias_init, name=f"input_{layer}")()
                 w_x.append(kernel)
                 b_x.append(bias)
