@@ -10,7 +10,7 @@ With ``--gen``: chapter 5's training speed, VAE vs cVAE vs crVAE, as seconds per
 (50,000 images at batch 64, 28×28 binary images drawn at random: speed does not depend on
 content, so no dataset is needed), at conv width 32 (the default) and 16 (the ``cpu`` ablation),
 crVAE with its 2-layer block LSTMs run both layer by layer and as a wavefront (``lstm_schedule``;
-the row marked auto is the default on this backend); results in ``throughput_gen_<platform>.md``.
+the row marked auto is the default); results in ``throughput_gen_<platform>.md``.
 Target: crVAE ≤ 1.5× VAE.
 
 With ``--atari``: agent-steps/s of training on atari:Breakout through envpool (thesis network:

@@ -125,7 +125,7 @@ def test_merge_makes_one_table_of_parts_run_side_by_side(ablation, mnist_dir, tm
     assert merged["results"] == {**results(a)["results"], **results(b)["results"]}
     assert merged["wall_s"] == max(results(a)["wall_s"], results(b)["wall_s"])
     table = open(os.path.join(out, "results.md")).read()
-    assert "--models=vae" in table and "--models=cvae" in table and "2 parts run side by side" in table
+    assert "--models=vae" in table and "--models=cvae" in table and "the longest of 2 parts" in table
     assert "Incomplete" not in table
     vae_nll = results(a)["results"]["vae {}"][0]["nll"]
     assert f"| VAE | – | {vae_nll:.2f} ± 0.00 |" in table
@@ -142,3 +142,18 @@ def test_merge_makes_one_table_of_parts_run_side_by_side(ablation, mnist_dir, tm
             ablation.main(["--budget=smoke", "--seeds=1", "--steps=10", f"--out={tmp_path / 'm2'}"] + bad.split())
         assert why in capsys.readouterr().err
     assert results(a)["results"].keys() == {"vae {}"}  # the parts are left as they were
+
+    # the orderings the thesis reports, judged on the means over seeds of the merged runs
+    fake = str(tmp_path / "fake")
+    os.makedirs(fake)
+    run = {k: v for k, v in results(a)["results"]["vae {}"][0].items() if k in ("nll", "steps_per_s", "latent_units")}
+    nll = {"crvae": (85.0, 85.4), "crvae-2layer": (85.3, 85.3), "criwae": (84.6, 84.7)}
+    with open(os.path.join(fake, "results.json"), "w") as f:
+        json.dump({**results(a), "results": {f"{algo} {{}}": [{**run, "seed": s, "nll": v} for s, v in enumerate(vs)]
+                                             for algo, vs in nll.items()}}, f)
+    assert ablation.main(["--budget=smoke", "--seeds=2", "--steps=10", "--models=vae,crvae,crvae-2layer,criwae",
+                          f"--merge={a},{fake}", f"--out={tmp_path / 'm3'}"]) == 0
+    table = open(os.path.join(tmp_path, "m3", "results.md")).read()
+    assert "- crIWAE < crVAE: holds here (84.65 vs 85.20)" in table
+    assert "- crVAE with 2 stochastic layers < crVAE: does NOT hold here (85.30 vs 85.20)" in table
+    assert f"- crVAE < VAE: {'holds' if 85.2 < vae_nll else 'does NOT hold'} here (85.20 vs {vae_nll:.2f})" in table
