@@ -250,6 +250,10 @@ def gen_main(args) -> int:
     auto = resolve_lstm_schedule("auto")
     runs = [("vae", None), ("cvae", None), ("crvae", auto), ("crvae", "wavefront" if auto == "layers" else "layers")]
     rows, per = [], {}
+
+    def label(algo, schedule):
+        return algo + (f" ({schedule}{', auto' if schedule == auto else ''})" if schedule else "")
+
     for width in (32, 16):
         for algo, schedule in runs:
             overrides = {"width": width, "steps_per_chunk": 100, "batch_size": 64}
@@ -260,7 +264,7 @@ def gen_main(args) -> int:
             compile_s, dt = time_chunks(trainer, args.chunks)
             sps = 100 / dt
             per[(width, algo, schedule)] = epoch_steps / sps
-            name = algo + (f" ({schedule}{', auto' if schedule == auto else ''})" if schedule else "")
+            name = label(algo, schedule)
             rows.append(f"| {name} | {width} | {compile_s:.1f} | {sps:.1f} | {epoch_steps / sps:.3g} |")
             print(f"{name:22s} width {width}: first chunk {compile_s:.1f}s, {sps:.1f} steps/s, "
                   f"{epoch_steps / sps:.3g} s/epoch", flush=True)
@@ -271,7 +275,7 @@ def gen_main(args) -> int:
              f"2-layer LSTMs of 256 units run layer by layer or as a wavefront (`lstm_schedule`; `auto` picks {auto} "
              f"here); {args.chunks} timed chunks of 100 steps after a first (compiling) chunk; seed 0.", "",
              "| model | conv width | first chunk incl. compile (s) | steps/s | s/epoch |", "|---|---|---|---|---|", *rows, "",
-             *(f"crVAE ({s}{', auto' if s == auto else ''}) / VAE epoch time at width {w}: {r:.2f}× (target ≤ 1.5×)."
+             *(f"{label('crVAE', s)} / VAE epoch time at width {w}: {r:.2f}× (target ≤ 1.5×)."
                for w, s, r in ratios)]
     print("\n".join(lines[-len(ratios):]))
     write_results(args, "throughput_gen", lines)
