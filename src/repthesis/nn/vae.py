@@ -274,8 +274,8 @@ LSTM_SCHEDULES = ("auto", "layers", "wavefront")
 def resolve_lstm_schedule(schedule: str) -> str:
     """``auto``: layer by layer on every backend, as measured. On CPU the wavefront's zero blocks
     cost 4/3 × the matmul work; on an H200 crVAE trained 3 % slower with it (938 against 966
-    steps/s at width 32, ``benchmarks/results/throughput_gen_gpu.md``): XLA's GPU kernels do not
-    gain from the shorter chain at these sizes. ``wavefront`` stays selectable, e.g. to time TPUs."""
+    steps/s at width 32, ``benchmarks/results/throughput_gen_gpu.md``). ``wavefront`` stays
+    selectable, e.g. to time it on TPUs."""
     if schedule not in LSTM_SCHEDULES:
         raise ValueError(f"lstm schedule {schedule!r} is not valid; valid: {', '.join(LSTM_SCHEDULES)}")
     return "layers" if schedule == "auto" else schedule
