@@ -208,7 +208,8 @@ def wavefront_lstm(gates_x: jax.Array, w_big: jax.Array, b_up: jax.Array, layers
     of L·T, with T + L − 2 matmuls in it instead of L·(T − 1) (plus L − 1 input projections): on
     a GPU each block step costs kernel launches rather than FLOPs. Its matmuls do more work than
     the layer-by-layer order's (for L = 2, 4/3 ×: the zero blocks, and layer 1's input projection
-    inside the chain), so the CPU keeps that order (``BlockLSTM``'s ``schedule``). The gradient is
+    inside the chain); measured slower on CPU and on an H200, so ``auto`` keeps that order
+    (``resolve_lstm_schedule``). The gradient is
     written out as ``lstm_recurrence``'s is: the backward wavefront carries only δ·w_bigᵀ, and
     w_big's gradient is one matmul over all steps."""
     return _wavefront_forward(gates_x, w_big, b_up, layers)[0]
