@@ -22,7 +22,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from repthesis.gen import objectives as obj
-from repthesis.nn.vae import KINDS, LSTM_SCHEDULES, MEAN_PATHS, RECURRENT, VAE, check_image_size
+from repthesis.nn.vae import KINDS, LSTM_SCHEDULES, MEAN_PATHS, NORMS, RECURRENT, VAE, check_image_size
 from repthesis.rl import parallel
 from repthesis.utils.config import check_fields
 
@@ -42,6 +42,7 @@ class VAEConfig:
     lstm_schedule: str = "auto"  # stacked LSTMs layer by layer or as a wavefront; auto: layer by layer (faster as measured)
     mean_path: str = "dense"  # crvae's posterior mean: dense (FC, the thesis code's MNIST crVAE) | conv (cVAE's)
     width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
+    norm: str = "none"  # batch: batch norm after the hidden convs (App. 5.C; running averages at evaluation)
     stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
     top_latent: int = 64  # units of z2 when stochastic_layers=2
     iw_samples: int = 1  # K of the training bound: 1 = ELBO, > 1 = IWAE (crIWAE with model=crvae)
@@ -62,7 +63,7 @@ class VAEConfig:
     def __post_init__(self):
         check_fields(self, choices={"model": KINDS, "update_loop": parallel.UPDATE_LOOPS, "recurrent": RECURRENT,
                                     "stochastic_layers": (1, 2), "mean_path": MEAN_PATHS,
-                                    "lstm_schedule": LSTM_SCHEDULES},
+                                    "lstm_schedule": LSTM_SCHEDULES, "norm": NORMS},
                      positive=("width", "top_latent", "blocks", "latent_channels", "lstm_size", "lstm_layers", "iw_samples",
                                "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every", "nll_samples",
                                "nll_chunk", "learning_rate", "recurrent_lr_scale", "lr_decay"),
@@ -85,10 +86,34 @@ class VAEState:
 
 
 def make_network(cfg: VAEConfig, channels: int) -> VAE:
+    """The config's network; with ``norm="batch"`` its batch norms use the running averages (the
+    training pass uses the batch's statistics: ``BatchStatsRecorder``)."""
     return VAE(kind=cfg.model, image_size=cfg.image_size, channels=channels, latent_channels=cfg.latent_channels,
                blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size, width=cfg.width,
                stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent, mean_path=cfg.mean_path,
-               lstm_layers=cfg.lstm_layers, lstm_forget_bias=cfg.lstm_forget_bias, lstm_schedule=cfg.lstm_schedule)
+               lstm_layers=cfg.lstm_layers, lstm_forget_bias=cfg.lstm_forget_bias, lstm_schedule=cfg.lstm_schedule,
+               norm=cfg.norm)
+
+
+class BatchStatsRecorder:
+    """Stands in for a network with batch norm in the training loss (``sample_terms`` and the
+    functions above it call ``network.apply`` once per part: encoder, decoder, …): each ``apply``
+    normalises by the batch's statistics, and ``updated`` gathers the running averages the calls
+    moved. A call returns the averages it did not touch as the very arrays it was given, so each
+    leaf of ``updated`` comes from the call that used that layer."""
+
+    def __init__(self, network: VAE):
+        self.network, self.updated = network.clone(batch_statistics=True), None
+
+    def __getattr__(self, name):
+        return getattr(self.network, name)
+
+    def apply(self, variables, *args, method):
+        out, mutated = self.network.apply(variables, *args, method=method, mutable=["batch_stats"])
+        given = variables["batch_stats"]
+        self.updated = jax.tree.map(lambda so_far, old, new: so_far if new is old else new,
+                                    given if self.updated is None else self.updated, given, mutated["batch_stats"])
+        return out
 
 
 RECURRENT_MODULES = ("inference_lstm", "generation_lstm")  # crvae's block LSTMs (with their linear maps)
@@ -259,14 +284,15 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
         return VAEState(params, optimizer.init(params), k_run, jnp.zeros((), jnp.int32))
 
     def loss_fn(params, x, key):
+        net = BatchStatsRecorder(network) if cfg.norm == "batch" else network
         if cfg.iw_samples == 1:
-            terms = elbo_terms(network, params, x, key, binary)
+            terms = elbo_terms(net, params, x, key, binary)
             bound = terms["elbo"]
             metrics = {k: jnp.mean(v) for k, v in terms.items()}
         else:
-            bound = obj.iwae_bound(log_weights(network, params, x, key, cfg.iw_samples, binary))
+            bound = obj.iwae_bound(log_weights(net, params, x, key, cfg.iw_samples, binary))
             metrics = {"iwae": jnp.mean(bound)}
-        return -jnp.mean(bound), metrics
+        return -jnp.mean(bound), (metrics, getattr(net, "updated", None))
 
     def step(state: VAEState, data):
         rng, k_batch, k_bin, k_loss = jax.random.split(state.rng, 4)
@@ -277,11 +303,14 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
         x = data[idx]
         if binary:  # dynamic binarisation: a fresh Bernoulli draw of every training image
             x = (jax.random.uniform(k_bin, x.shape) < x).astype(jnp.float32)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(parallel.per_device(state.params, axis), x, k_loss)
+        grads, (metrics, stats) = jax.grad(loss_fn, has_aux=True)(parallel.per_device(state.params, axis), x, k_loss)
         grads = parallel.pmean(grads, axis)
         metrics = parallel.pmean(metrics, axis)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return VAEState(optax.apply_updates(state.params, updates), opt_state, rng, state.step + 1), metrics
+        params = optax.apply_updates(state.params, updates)  # batch_stats get no gradient: Adam leaves them
+        if stats is not None:  # the running averages of batch norm, averaged over devices
+            params = {**params, "batch_stats": parallel.pmean(stats, axis)}
+        return VAEState(params, opt_state, rng, state.step + 1), metrics
 
     run_chunk, place = chunk_runner(step, init, cfg, mesh, data)
 

@@ -62,6 +62,9 @@ class VAEGANConfig(VAEConfig):
         if self.batch_size % 4:
             raise ValueError(f"batch_size={self.batch_size} must be divisible by 4 "
                              f"(the discriminator's batch is ½ real, ¼ prior samples, ¼ reconstructions)")
+        if self.norm != "none":
+            raise ValueError(f"norm={self.norm!r} is not valid for VAE-GAN models (their training pass has no "
+                             f"batch-norm statistics); valid: none")
         if self.stochastic_layers != 1 or self.iw_samples != 1:
             raise ValueError("VAE-GAN models have one stochastic layer and the single-sample bound; "
                              "valid: stochastic_layers=1, iw_samples=1")

@@ -42,6 +42,16 @@ import jax.numpy as jnp
 KINDS = ("vae", "cvae", "crvae")
 RECURRENT = ("both", "inference", "generation")
 MEAN_PATHS = ("dense", "conv")
+NORMS = ("none", "batch")
+BN_MOMENTUM = 0.9  # running averages move 0.1 of the way each step (Torch's default, the thesis code's framework)
+
+
+def _norm(norm: str, batch_statistics: bool):
+    """The normalisation after a hidden conv: nothing, or batch norm (on the batch's statistics in
+    training, on the running averages otherwise)."""
+    if norm == "none":
+        return lambda x: x
+    return nn.BatchNorm(use_running_average=not batch_statistics, momentum=BN_MOMENTUM)
 
 
 def latent_side(image_size: int) -> int:
@@ -56,11 +66,14 @@ def check_image_size(image_size: int) -> None:
 
 class Encoder(nn.Module):
     width: int = 32
+    norm: str = "none"  # none | batch: batch norm after every conv (App. 5.C)
+    batch_statistics: bool = False  # batch norm on the batch's statistics (training) or the running averages
 
     @nn.compact
     def __call__(self, x):
         for features, kernel in ((self.width, 4), (2 * self.width, 4), (4 * self.width, 3)):
-            x = nn.leaky_relu(nn.Conv(features, (kernel, kernel), (2, 2), padding="SAME")(x), 0.2)
+            x = nn.Conv(features, (kernel, kernel), (2, 2), padding="SAME", use_bias=self.norm == "none")(x)
+            x = nn.leaky_relu(_norm(self.norm, self.batch_statistics)(x), 0.2)
         return x  # [B, ⌈S/8⌉, ⌈S/8⌉, 4w]
 
 
@@ -75,14 +88,18 @@ class Decoder(nn.Module):
     image_size: int
     channels: int
     width: int = 32
+    norm: str = "none"  # none | batch: batch norm after every hidden conv (App. 5.C)
+    batch_statistics: bool = False
 
     @nn.compact
     def __call__(self, h):
         s = self.image_size // 4
-        h = nn.leaky_relu(nn.Conv(4 * self.width, (3, 3), padding="SAME")(h), 0.2)
+        bias, norm = self.norm == "none", (self.norm, self.batch_statistics)
+        h = nn.leaky_relu(_norm(*norm)(nn.Conv(4 * self.width, (3, 3), padding="SAME", use_bias=bias)(h)), 0.2)
         h = jax.image.resize(h, (h.shape[0], s, s, h.shape[-1]), "nearest")
         for features in (2 * self.width, self.width):  # two ×2 sub-pixel upsamplings to S
-            h = nn.leaky_relu(depth_to_space(nn.Conv(4 * features, (3, 3), padding="SAME")(h)), 0.2)
+            h = depth_to_space(nn.Conv(4 * features, (3, 3), padding="SAME", use_bias=bias)(h))
+            h = nn.leaky_relu(_norm(*norm)(h), 0.2)
         return nn.Conv(self.channels, (3, 3), padding="SAME")(h)  # Bernoulli logits / Gaussian means
 
 
@@ -366,6 +383,9 @@ class VAE(nn.Module):
     lstm_layers: int = 1  # stacked LSTM layers in each of crvae's block LSTMs
     lstm_forget_bias: float = 0.0  # initial forget-gate bias of the block LSTMs
     lstm_schedule: str = "auto"  # stacked block LSTMs: layers | wavefront | auto (by backend; same function)
+    norm: str = "none"  # none | batch: batch norm after the encoder's and decoder's hidden convs (App. 5.C)
+    batch_statistics: bool = False  # batch norm on the batch's statistics (the training pass; it updates
+    # the running averages in the "batch_stats" collection) rather than on those averages
 
     def setup(self):
         if self.kind not in KINDS:
@@ -378,11 +398,13 @@ class VAE(nn.Module):
             raise ValueError(f"mean_path={self.mean_path!r} is not valid; valid: {', '.join(MEAN_PATHS)}")
         if self.stochastic_layers not in (1, 2):
             raise ValueError(f"stochastic_layers={self.stochastic_layers!r} is not valid; valid: 1, 2")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r} is not valid; valid: {', '.join(NORMS)}")
         check_image_size(self.image_size)
         side = latent_side(self.image_size)
         self.latent_shape = (side, side, self.latent_channels)
-        self.encoder = Encoder(self.width)
-        self.decoder = Decoder(self.image_size, self.channels, self.width)
+        self.encoder = Encoder(self.width, self.norm, self.batch_statistics)
+        self.decoder = Decoder(self.image_size, self.channels, self.width, self.norm, self.batch_statistics)
         d = side * side * self.latent_channels
         if self.kind == "vae":
             self.enc_mean, self.enc_log_var = nn.Dense(d), nn.Dense(d)
