@@ -144,7 +144,7 @@ def test_lstm_forget_bias_reaches_every_layer_of_both_block_lstms():
 
 
 def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_averages():
-    """norm="batch" (App. 5.C's batch-normalised convs): the training loss normalises by the batch's
+    """norm="batch" (the thesis code's batch-normalised convs): the training loss normalises by the batch's
     statistics and moves every running average 0.1 of the way to them (the first encoder layer's
     checked by hand, the first decoder layer's against a direct call on the same z); gradients reach
     every parameter; a training step moves parameters and averages; evaluation uses the averages,

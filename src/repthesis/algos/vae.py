@@ -42,7 +42,7 @@ class VAEConfig:
     lstm_schedule: str = "auto"  # stacked LSTMs layer by layer or as a wavefront; auto: layer by layer (faster as measured)
     mean_path: str = "dense"  # crvae's posterior mean: dense (FC, the thesis code's MNIST crVAE) | conv (cVAE's)
     width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
-    norm: str = "none"  # batch: batch norm after the hidden convs (App. 5.C; running averages at evaluation)
+    norm: str = "none"  # batch: batch norm after the hidden convs (the thesis code's; running averages at evaluation)
     stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
     top_latent: int = 64  # units of z2 when stochastic_layers=2
     iw_samples: int = 1  # K of the training bound: 1 = ELBO, > 1 = IWAE (crIWAE with model=crvae)

@@ -26,7 +26,12 @@ at 3e-3/T with gradients clipped to ±5), halved every 50 of 150 epochs, on batc
 (``repthesis.algos.vae.make_optimizer``'s options; ours default to plain Adam at 1e-3). Ours are stated here, for ``width`` w (32 by default): encoder convs w-2w-4w
 (4×4/2, 4×4/2, 3×3/2, LeakyReLU) to a ⌈S/8⌉² map; decoder a 3×3 conv (4w), a resize to S/4, and two ×2 sub-pixel upsamplings (a 3×3 conv to 4× the channels, then
 depth-to-space: as expressive as a 4×4/2 transposed conv, whose gradient XLA:CPU runs 3–4× slower). Every model has the same latent size D = ⌈S/8⌉²·c (Table 5.B.1 keeps it
-fixed). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
+fixed). ``norm="batch"`` puts batch norm (without the conv's bias) before every hidden activation
+of the encoder and decoder, as the thesis code's MNIST convs have it and as §6.5.1 describes the
+author's next networks ("convolutional layers, batch normalization layers, and activation
+layers"; App. 5.C.1 defers chapter 5's to the code); its running averages are the "batch_stats"
+collection, updated by the training pass (``batch_statistics=True``) and used everywhere else.
+The thesis code's CReLU is not adopted. Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def check_image_size(image_size: int) -> None:
 
 class Encoder(nn.Module):
     width: int = 32
-    norm: str = "none"  # none | batch: batch norm after every conv (App. 5.C)
+    norm: str = "none"  # none | batch: batch norm after every conv (the thesis code's, §6.5.1)
     batch_statistics: bool = False  # batch norm on the batch's statistics (training) or the running averages
 
     @nn.compact
@@ -88,7 +93,7 @@ class Decoder(nn.Module):
     image_size: int
     channels: int
     width: int = 32
-    norm: str = "none"  # none | batch: batch norm after every hidden conv (App. 5.C)
+    norm: str = "none"  # none | batch: batch norm after every hidden conv
     batch_statistics: bool = False
 
     @nn.compact
@@ -383,7 +388,7 @@ class VAE(nn.Module):
     lstm_layers: int = 1  # stacked LSTM layers in each of crvae's block LSTMs
     lstm_forget_bias: float = 0.0  # initial forget-gate bias of the block LSTMs
     lstm_schedule: str = "auto"  # stacked block LSTMs: layers | wavefront | auto (by backend; same function)
-    norm: str = "none"  # none | batch: batch norm after the encoder's and decoder's hidden convs (App. 5.C)
+    norm: str = "none"  # none | batch: batch norm after the encoder's and decoder's hidden convs
     batch_statistics: bool = False  # batch norm on the batch's statistics (the training pass; it updates
     # the running averages in the "batch_stats" collection) rather than on those averages
 
