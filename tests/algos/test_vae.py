@@ -198,3 +198,19 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_averages
     assert int(new.step) == 5 and np.isfinite(float(metrics["elbo"]))
     assert all(c > 0 for c in jax.tree.leaves(max_change(state.params, new.params)))
     assert len(jax.tree.leaves(new.params["batch_stats"])) == 12  # mean and var of 3 + 3 layers
+
+
+def test_thesis_layout_trains_with_batch_norm():
+    """layout="thesis" with norm="batch" (the thesis code's MNIST convs): a chunk moves every parameter
+    and the running averages of all 13 norms (6 encoder, 7 decoder); an odd width is refused."""
+    with pytest.raises(ValueError, match="width=9 must be even with layout=thesis"):
+        VAEConfig(layout="thesis", width=9)
+    with pytest.raises(ValueError, match="layout='deep' is not valid; valid: compact, thesis"):
+        VAEConfig(layout="deep")
+    cfg = VAEConfig(model="vae", norm="batch", layout="thesis", width=8, total_steps=5, **{**TINY, "steps_per_chunk": 5})
+    trainer = make_train(cfg, binary_shapes(64, 0), True)
+    state = trainer.init(jax.random.PRNGKey(0))
+    new, metrics = trainer.run_chunk(state)
+    assert int(new.step) == 5 and np.isfinite(float(metrics["elbo"]))
+    assert all(c > 0 for c in jax.tree.leaves(max_change(state.params, new.params)))
+    assert len(jax.tree.leaves(new.params["batch_stats"])) == 26

@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from repthesis.algos.vae import log_weights
 from repthesis.gen import objectives as obj
-from repthesis.nn.vae import VAE, BlockLSTM, from_blocks, to_blocks
+from repthesis.nn.vae import VAE, BlockLSTM, crelu, from_blocks, to_blocks
 
 X = (jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 16, 1)) < 0.4).astype(jnp.float32)
 
@@ -136,7 +137,7 @@ def test_generation_block_t_depends_only_on_blocks_up_to_t(layers):
                                 dict(kind="crvae", recurrent="inference"), dict(kind="crvae", recurrent="generation"),
                                 dict(kind="crvae", mean_path="dense", lstm_layers=2),
                                 dict(kind="crvae", lstm_layers=2, lstm_schedule="wavefront"),
-                                dict(kind="vae", stochastic_layers=2)],
+                                dict(kind="vae", stochastic_layers=2), dict(kind="crvae", layout="thesis", width=8)],
                          ids=lambda kw: "-".join(map(str, kw.values())))
 def test_gradient_of_the_iwae_bound_reaches_every_parameter(kw):
     net, params = make(**kw)
@@ -169,6 +170,33 @@ def test_dense_mean_path_is_one_fc_layer_on_the_whole_feature_map():
     assert make(kind="crvae")[1]["params"]["enc_mean"]["kernel"].ndim == 4  # the default is the conv path
 
 
+def test_thesis_layout_is_the_thesis_codes_conv_stack_with_crelu():
+    """layout="thesis" (App. 5.C.1's code): each encoder stage is a stride-2 conv, CReLU (doubling its
+    channels), then a 3×3 conv with LeakyReLU(0.1), checked against a hand-built chain; the decoder
+    has a linear first conv and two 3×3 convs per resolution, and gives the image's shape."""
+    np.testing.assert_array_equal(crelu(jnp.array([[1.0, -2.0, 0.0]])), [[1.0, 0.0, 0.0, 0.0, 2.0, 0.0]])
+    net, params = make(kind="crvae", layout="thesis", width=8)
+    enc, dec = params["params"]["encoder"], params["params"]["decoder"]
+    assert [enc[f"Conv_{i}"]["kernel"].shape for i in range(6)] == [
+        (5, 5, 1, 4), (3, 3, 8, 8), (3, 3, 8, 8), (3, 3, 16, 16), (3, 3, 16, 16), (3, 3, 32, 32)]
+    assert [dec[f"Conv_{i}"]["kernel"].shape for i in range(8)] == [  # 4w at S/4, then sub-pixel 4·2w → 2w, 4·w → w
+        (3, 3, 8, 32), (3, 3, 32, 32), (3, 3, 32, 32), (3, 3, 32, 64), (3, 3, 16, 16), (3, 3, 16, 32), (3, 3, 8, 8),
+        (3, 3, 8, 1)]
+    h = X
+    for i, stride in enumerate([2, 1, 2, 1, 2, 1]):
+        kernel = enc[f"Conv_{i}"]["kernel"]
+        h = nn.Conv(kernel.shape[-1], kernel.shape[:2], (stride, stride), padding="SAME").apply(
+            {"params": enc[f"Conv_{i}"]}, h)
+        h = jnp.concatenate([jnp.maximum(h, 0), jnp.maximum(-h, 0)], -1) if stride == 2 else jnp.where(h > 0, h, 0.1 * h)
+    np.testing.assert_allclose(net.apply(params, X, method=lambda m, x: m.encoder(x)), h, rtol=1e-5, atol=1e-5)
+    mean, _ = net.apply(params, X, method=net.encode)
+    assert net.apply(params, mean, method=net.decode).shape == X.shape
+    big = VAE(kind="vae", image_size=28, width=8, layout="thesis")
+    shapes = jax.eval_shape(big.init, jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
+    assert shapes["params"]["encoder"]["Conv_5"]["kernel"].shape == (3, 3, 32, 32)
+    assert jax.eval_shape(lambda v: big.apply(v, jnp.zeros((2, 28, 28, 1)))[0], shapes).shape == (2, 28, 28, 1)
+
+
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="valid: a multiple of 4"):
         VAE(kind="cvae", image_size=30).init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 1)))
@@ -176,3 +204,7 @@ def test_bad_sizes_are_refused():
         VAE(image_size=16, latent_channels=6, blocks=4).init(jax.random.PRNGKey(0), X)
     with pytest.raises(ValueError, match="valid: dense, conv"):
         VAE(image_size=16, mean_path="fc").init(jax.random.PRNGKey(0), X)
+    with pytest.raises(ValueError, match="layout='deep' is not valid; valid: compact, thesis"):
+        VAE(image_size=16, layout="deep").init(jax.random.PRNGKey(0), X)
+    with pytest.raises(ValueError, match="width=7 must be even with layout=thesis"):
+        VAE(image_size=16, width=7, layout="thesis").init(jax.random.PRNGKey(0), X)

@@ -22,7 +22,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from repthesis.gen import objectives as obj
-from repthesis.nn.vae import KINDS, LSTM_SCHEDULES, MEAN_PATHS, NORMS, RECURRENT, VAE, check_image_size
+from repthesis.nn.vae import KINDS, LAYOUTS, LSTM_SCHEDULES, MEAN_PATHS, NORMS, RECURRENT, VAE, check_image_size, check_layout
 from repthesis.rl import parallel
 from repthesis.utils.config import check_fields
 
@@ -43,6 +43,7 @@ class VAEConfig:
     mean_path: str = "dense"  # crvae's posterior mean: dense (FC, the thesis code's MNIST crVAE) | conv (cVAE's)
     width: int = 32  # conv channels: encoder w-2w-4w, decoder 4w-2w-w
     norm: str = "none"  # batch: batch norm after the hidden convs (the thesis code's; running averages at evaluation)
+    layout: str = "compact"  # thesis: the thesis code's deeper encoder/decoder (CReLU, extra 3×3 convs; nn/vae.py)
     stochastic_layers: int = 1  # 2: a top latent z2 above the model's latent (Table 5.B.1's 2-layer crVAE)
     top_latent: int = 64  # units of z2 when stochastic_layers=2
     iw_samples: int = 1  # K of the training bound: 1 = ELBO, > 1 = IWAE (crIWAE with model=crvae)
@@ -63,13 +64,14 @@ class VAEConfig:
     def __post_init__(self):
         check_fields(self, choices={"model": KINDS, "update_loop": parallel.UPDATE_LOOPS, "recurrent": RECURRENT,
                                     "stochastic_layers": (1, 2), "mean_path": MEAN_PATHS,
-                                    "lstm_schedule": LSTM_SCHEDULES, "norm": NORMS},
+                                    "lstm_schedule": LSTM_SCHEDULES, "norm": NORMS, "layout": LAYOUTS},
                      positive=("width", "top_latent", "blocks", "latent_channels", "lstm_size", "lstm_layers", "iw_samples",
                                "batch_size", "total_steps", "steps_per_chunk", "checkpoint_every", "nll_samples",
                                "nll_chunk", "learning_rate", "recurrent_lr_scale", "lr_decay"),
                      non_negative=("recurrent_grad_clip", "lr_decay_every"), unit_interval=("lr_decay",))
         if self.model == "crvae" and self.latent_channels % self.blocks:
             raise ValueError(f"latent_channels={self.latent_channels} must be divisible by blocks={self.blocks}")
+        check_layout(self.layout, self.width)
         check_image_size(self.image_size)
 
     @property
@@ -92,7 +94,7 @@ def make_network(cfg: VAEConfig, channels: int) -> VAE:
                blocks=cfg.blocks, recurrent=cfg.recurrent, lstm_size=cfg.lstm_size, width=cfg.width,
                stochastic_layers=cfg.stochastic_layers, top_latent=cfg.top_latent, mean_path=cfg.mean_path,
                lstm_layers=cfg.lstm_layers, lstm_forget_bias=cfg.lstm_forget_bias, lstm_schedule=cfg.lstm_schedule,
-               norm=cfg.norm)
+               norm=cfg.norm, layout=cfg.layout)
 
 
 class BatchStatsRecorder:

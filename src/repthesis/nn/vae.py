@@ -31,7 +31,13 @@ of the encoder and decoder, as the thesis code's MNIST convs have it and as §6.
 author's next networks ("convolutional layers, batch normalization layers, and activation
 layers"; App. 5.C.1 defers chapter 5's to the code); its running averages are the "batch_stats"
 collection, updated by the training pass (``batch_statistics=True``) and used everywhere else.
-The thesis code's CReLU is not adopted. Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
+``layout="thesis"`` follows that code's MNIST encoder and decoder instead (App. 5.C.1): each of the
+encoder's three stages is a stride-2 conv (kernels 5, 3, 3) to half the stage's channels, batch norm,
+CReLU (doubling them), then a 3×3 conv, norm and LeakyReLU(0.1); the decoder's first 3×3 conv (4w) is
+linear, and after it each resolution (S/4 after a nearest-neighbour resize, S/2 and S after the
+sub-pixel upsamplings, which stand in for its 4×4/2 transposed convs) has two 3×3 convs with norm
+and LeakyReLU(0.1), channels 4w, 2w, w. The code's exact paddings (28 → 15 → 8 → 4) are not copied:
+ours are "SAME" (28 → 14 → 7 → 4). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ KINDS = ("vae", "cvae", "crvae")
 RECURRENT = ("both", "inference", "generation")
 MEAN_PATHS = ("dense", "conv")
 NORMS = ("none", "batch")
+LAYOUTS = ("compact", "thesis")
 BN_MOMENTUM = 0.9  # running averages move 0.1 of the way each step (Torch's default, the thesis code's framework)
 
 
@@ -69,17 +76,36 @@ def check_image_size(image_size: int) -> None:
                          f"valid: a multiple of 4, at least 16 (e.g. 28, 32, 64, 128)")
 
 
+def check_layout(layout: str, width: int) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not valid; valid: {', '.join(LAYOUTS)}")
+    if layout == "thesis" and width % 2:
+        raise ValueError(f"width={width} must be even with layout=thesis (its CReLU doubles w/2 channels)")
+
+
 class Encoder(nn.Module):
     width: int = 32
     norm: str = "none"  # none | batch: batch norm after every conv (the thesis code's, §6.5.1)
     batch_statistics: bool = False  # batch norm on the batch's statistics (training) or the running averages
+    layout: str = "compact"  # compact | thesis: the thesis code's deeper MNIST layout with CReLU (module docstring)
 
     @nn.compact
     def __call__(self, x):
-        for features, kernel in ((self.width, 4), (2 * self.width, 4), (4 * self.width, 3)):
-            x = nn.Conv(features, (kernel, kernel), (2, 2), padding="SAME", use_bias=self.norm == "none")(x)
-            x = nn.leaky_relu(_norm(self.norm, self.batch_statistics)(x), 0.2)
+        norm = functools.partial(_norm, self.norm, self.batch_statistics)
+        conv = functools.partial(nn.Conv, padding="SAME", use_bias=self.norm == "none")
+        if self.layout == "compact":
+            for features, kernel in ((self.width, 4), (2 * self.width, 4), (4 * self.width, 3)):
+                x = nn.leaky_relu(norm()(conv(features, (kernel, kernel), (2, 2))(x)), 0.2)
+            return x  # [B, ⌈S/8⌉, ⌈S/8⌉, 4w]
+        for features, kernel in ((self.width, 5), (2 * self.width, 3), (4 * self.width, 3)):
+            x = crelu(norm()(conv(features // 2, (kernel, kernel), (2, 2))(x)))  # CReLU doubles to `features`
+            x = nn.leaky_relu(norm()(conv(features, (3, 3))(x)), 0.1)
         return x  # [B, ⌈S/8⌉, ⌈S/8⌉, 4w]
+
+
+def crelu(x: jax.Array) -> jax.Array:
+    """Concatenated ReLU (Shang et al. 2016): [relu(x), relu(−x)] along channels, twice as many."""
+    return nn.relu(jnp.concatenate([x, -x], axis=-1))
 
 
 def depth_to_space(h: jax.Array, factor: int = 2) -> jax.Array:
@@ -95,16 +121,24 @@ class Decoder(nn.Module):
     width: int = 32
     norm: str = "none"  # none | batch: batch norm after every hidden conv
     batch_statistics: bool = False
+    layout: str = "compact"  # compact | thesis (module docstring)
 
     @nn.compact
     def __call__(self, h):
         s = self.image_size // 4
-        bias, norm = self.norm == "none", (self.norm, self.batch_statistics)
-        h = nn.leaky_relu(_norm(*norm)(nn.Conv(4 * self.width, (3, 3), padding="SAME", use_bias=bias)(h)), 0.2)
+        norm = functools.partial(_norm, self.norm, self.batch_statistics)
+        conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=self.norm == "none")
+        thesis = self.layout == "thesis"
+        h = norm()(conv(4 * self.width)(h))
+        h = h if thesis else nn.leaky_relu(h, 0.2)  # the thesis code's first conv is linear
         h = jax.image.resize(h, (h.shape[0], s, s, h.shape[-1]), "nearest")
+        if thesis:  # its first ×2 (transposed) conv and the 3×3 conv after it, at S/4
+            for _ in range(2):
+                h = nn.leaky_relu(norm()(conv(4 * self.width)(h)), 0.1)
         for features in (2 * self.width, self.width):  # two ×2 sub-pixel upsamplings to S
-            h = depth_to_space(nn.Conv(4 * features, (3, 3), padding="SAME", use_bias=bias)(h))
-            h = nn.leaky_relu(_norm(*norm)(h), 0.2)
+            h = nn.leaky_relu(norm()(depth_to_space(conv(4 * features)(h))), 0.1 if thesis else 0.2)
+            if thesis:  # and a 3×3 conv after each
+                h = nn.leaky_relu(norm()(conv(features)(h)), 0.1)
         return nn.Conv(self.channels, (3, 3), padding="SAME")(h)  # Bernoulli logits / Gaussian means
 
 
@@ -391,6 +425,7 @@ class VAE(nn.Module):
     norm: str = "none"  # none | batch: batch norm after the encoder's and decoder's hidden convs
     batch_statistics: bool = False  # batch norm on the batch's statistics (the training pass; it updates
     # the running averages in the "batch_stats" collection) rather than on those averages
+    layout: str = "compact"  # encoder/decoder convs: compact | thesis (the thesis code's, with CReLU)
 
     def setup(self):
         if self.kind not in KINDS:
@@ -405,11 +440,12 @@ class VAE(nn.Module):
             raise ValueError(f"stochastic_layers={self.stochastic_layers!r} is not valid; valid: 1, 2")
         if self.norm not in NORMS:
             raise ValueError(f"norm={self.norm!r} is not valid; valid: {', '.join(NORMS)}")
+        check_layout(self.layout, self.width)
         check_image_size(self.image_size)
         side = latent_side(self.image_size)
         self.latent_shape = (side, side, self.latent_channels)
-        self.encoder = Encoder(self.width, self.norm, self.batch_statistics)
-        self.decoder = Decoder(self.image_size, self.channels, self.width, self.norm, self.batch_statistics)
+        self.encoder = Encoder(self.width, self.norm, self.batch_statistics, self.layout)
+        self.decoder = Decoder(self.image_size, self.channels, self.width, self.norm, self.batch_statistics, self.layout)
         d = side * side * self.latent_channels
         if self.kind == "vae":
             self.enc_mean, self.enc_log_var = nn.Dense(d), nn.Dense(d)
