@@ -166,3 +166,22 @@ def test_stage2_cli_trains_on_a_stage1_run(tmp_path, capsys):
         assert (run / name).exists(), name
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == [10] and float(rows[0]["val_mse"]) > 0
+
+
+def test_a_batch_normalised_stage1_decodes_with_its_running_averages():
+    """A stage 1 trained with norm="batch": the two-stage model's variables carry its running
+    averages, and its decode uses them (other averages, another image)."""
+    cfg = registry.make_config("crvae", {**S1, "data": "shapes", "norm": "batch"})
+    s1_net = make_network(cfg, 3)
+    s1 = jax.jit(s1_net.init)(jax.random.PRNGKey(5), jnp.zeros((1, 16, 16, 3)))
+    s2 = registry.make_config("stage2", {**TINY, "feature_steps": 0})
+    trainer = registry.get_algo("stage2").make_train(s2, make_shapes(64, 32, 0), False, stage1=(s1_net, s1))
+    state = trainer.init(jax.random.PRNGKey(0))
+    two, variables = trainer.network, trainer.vae_params(state.params)
+    assert jax.tree.structure(variables["batch_stats"]["stage1"]) == jax.tree.structure(s1["batch_stats"])
+    decode = jax.jit(lambda v, z: two.apply(v, z, method=two.decode))
+    z = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 2, 8))
+    out = decode(variables, z)
+    assert out.shape == (2, 32, 32, 3) and np.all(np.isfinite(out))
+    shifted = {**variables, "batch_stats": jax.tree.map(lambda a: a + 0.5, variables["batch_stats"])}
+    assert not np.allclose(decode(shifted, z), out)

@@ -98,11 +98,11 @@ def make_network(cfg: VAEConfig, channels: int) -> VAE:
 
 
 class BatchStatsRecorder:
-    """Stands in for a network with batch norm in the training loss (``sample_terms`` and the
-    functions above it call ``network.apply`` once per part: encoder, decoder, …): each ``apply``
-    normalises by the batch's statistics, and ``updated`` gathers the running averages the calls
-    moved. A call returns the averages it did not touch as the very arrays it was given, so each
-    leaf of ``updated`` comes from the call that used that layer."""
+    """Stands in for a network with batch norm in a training loss (``sample_terms`` and the
+    functions above it, VAE-GAN's generator pass: each calls ``network.apply`` once per part:
+    encoder, decoder, …): each ``apply`` normalises by the batch's statistics and moves the running
+    averages of the layers it used; ``updated`` holds the averages after every call so far, each
+    call starting from the last one's (a decoder run twice moves its averages twice, as in Torch)."""
 
     def __init__(self, network: VAE):
         self.network, self.updated = network.clone(batch_statistics=True), None
@@ -111,10 +111,10 @@ class BatchStatsRecorder:
         return getattr(self.network, name)
 
     def apply(self, variables, *args, method):
-        out, mutated = self.network.apply(variables, *args, method=method, mutable=["batch_stats"])
-        given = variables["batch_stats"]
-        self.updated = jax.tree.map(lambda so_far, old, new: so_far if new is old else new,
-                                    given if self.updated is None else self.updated, given, mutated["batch_stats"])
+        stats = variables["batch_stats"] if self.updated is None else self.updated
+        out, mutated = self.network.apply({**variables, "batch_stats": stats}, *args, method=method,
+                                          mutable=["batch_stats"])
+        self.updated = mutated["batch_stats"]
         return out
 
 

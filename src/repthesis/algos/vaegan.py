@@ -18,6 +18,11 @@ Discriminator batch (App. 5.D): 50 % real images, 25 % decoded prior samples z ~
 reconstructions (of images not in the real half). Its loss is the binary cross-entropy plus κ·L_MI
 (for q_ψ); its Adam step is skipped whenever its accuracy on that batch exceeds 90 % (Larsen and
 Sønderby, 2016), the whole update (trunk, heads and optimiser state) left as it was.
+
+``norm="batch"`` batch-normalises the encoder's and decoder's hidden convs (as for the VAEs): the
+generator's pass uses the batch's statistics and moves the running averages (the decoder's twice:
+reconstructions, then prior samples); evaluation, sampling and stage 2 use the averages. The
+discriminator's trunk has no batch norm.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from repthesis.algos.vae import (VAEConfig, chunk_runner, data_parallel, learning_rate, make_network, make_optimizer,
-                                 reconstruction_mse)
+from repthesis.algos.vae import (BatchStatsRecorder, VAEConfig, chunk_runner, data_parallel, learning_rate, make_network,
+                                 make_optimizer, reconstruction_mse)
 from repthesis.gen import objectives as obj
 from repthesis.nn.vae import Discriminator, latent_side
 from repthesis.rl import parallel
@@ -62,9 +67,6 @@ class VAEGANConfig(VAEConfig):
         if self.batch_size % 4:
             raise ValueError(f"batch_size={self.batch_size} must be divisible by 4 "
                              f"(the discriminator's batch is ½ real, ¼ prior samples, ¼ reconstructions)")
-        if self.norm != "none":
-            raise ValueError(f"norm={self.norm!r} is not valid for VAE-GAN models (their training pass has no "
-                             f"batch-norm statistics); valid: none")
         if self.stochastic_layers != 1 or self.iw_samples != 1:
             raise ValueError("VAE-GAN models have one stochastic layer and the single-sample bound; "
                              "valid: stochastic_layers=1, iw_samples=1")
@@ -166,17 +168,19 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
         params = {"vae": vae.init(k_vae, x), "disc": disc.init(k_disc, x)}
         return GANState(params, {k: optimizer[k].init(v) for k, v in params.items()}, k_run, jnp.zeros((), jnp.int32))
 
-    def forward(params, x, key):
-        """The generator's pass: reconstructions, prior samples, the D batch and the MI codes."""
+    def forward(net, params, x, key):
+        """The generator's pass: reconstructions, prior samples, the D batch and the MI codes. ``net``
+        is the VAE or, with batch norm, its ``BatchStatsRecorder`` (the decoder's averages move on
+        the reconstructions, then on the prior samples, as in the thesis code's two passes)."""
         k_z, k_p = jax.random.split(key)
-        mean, log_var = vae.apply(params["vae"], x, method=vae.encode)
+        mean, log_var = net.apply(params["vae"], x, method=vae.encode)
         z = obj.reparameterise(k_z, mean, log_var)
-        recon = vae.apply(params["vae"], z, method=vae.decode)
+        recon = net.apply(params["vae"], z, method=vae.decode)
         quarter = x.shape[0] // 4
-        z_prior = vae.apply(params["vae"], k_p, quarter, method=vae.sample_prior)
-        from_prior = vae.apply(params["vae"], z_prior, method=vae.decode)
+        z_prior = net.apply(params["vae"], k_p, quarter, method=vae.sample_prior)
+        from_prior = net.apply(params["vae"], z_prior, method=vae.decode)
         z_fake = jnp.concatenate([z_prior, z[2 * quarter:3 * quarter]])  # the codes of the D batch's fakes
-        code = vae.apply(params["vae"], z_fake, method=vae.transform).reshape(2 * quarter, -1)  # u (crVAE) or z
+        code = net.apply(params["vae"], z_fake, method=vae.transform).reshape(2 * quarter, -1)  # u (crVAE) or z
         images, labels = discriminator_batch(x, from_prior, recon[2 * quarter:])
         return mean, log_var, recon, images, labels, jax.lax.stop_gradient(code)
 
@@ -190,28 +194,33 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
         return bce, mi, adv, accuracy
 
     def losses(params, x, key):
+        """(gradients, metrics, the decoder's and encoder's new batch-norm averages or None)."""
         def gen_loss(params_vae):
-            mean, log_var, recon, images, labels, code = forward({"vae": params_vae}, x, key)
+            net = BatchStatsRecorder(vae) if cfg.norm == "batch" else vae
+            mean, log_var, recon, images, labels, code = forward(net, {"vae": params_vae}, x, key)
             _, mi, adv, _ = disc_terms(jax.lax.stop_gradient(params["disc"]), images, labels, code)
             mse = jnp.mean(jnp.square(recon - x))
             kl = jnp.mean(weighted_kl(mean, log_var, cfg))
             loss = mse + kl + cfg.adversarial_weight * adv + cfg.mi_weight * mi
-            return loss, (images, labels, code, {"loss": loss, "mse": mse, "weighted_kl": kl, "adversarial": adv,
+            return loss, (images, labels, code, getattr(net, "updated", None), {"loss": loss, "mse": mse, "weighted_kl": kl, "adversarial": adv,
                                                  "kl": jnp.mean(obj.kl_to_standard_normal(mean, log_var))})
 
         def disc_loss(params_disc, images, labels, code):
             bce, mi, _, accuracy = disc_terms(params_disc, jax.lax.stop_gradient(images), labels, code)
             return bce + cfg.mi_weight * mi, {"disc_loss": bce, "mi": mi, "disc_accuracy": accuracy}
 
-        (g_loss, (images, labels, code, g_metrics)), g_grads = jax.value_and_grad(gen_loss, has_aux=True)(params["vae"])
+        (g_loss, (images, labels, code, stats, g_metrics)), g_grads = jax.value_and_grad(gen_loss, has_aux=True)(
+            params["vae"])
         (d_loss, d_metrics), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(params["disc"], images, labels, code)
-        return {"vae": g_grads, "disc": d_grads}, {**g_metrics, **d_metrics}
+        return {"vae": g_grads, "disc": d_grads}, {**g_metrics, **d_metrics}, stats
 
     def step(state: GANState, data):
         rng, x, k_loss = draw_batch(state.rng, data, per_device_batch, axis, cfg.flip)
-        grads, metrics = losses(parallel.per_device(state.params, axis), x, k_loss)
+        grads, metrics, stats = losses(parallel.per_device(state.params, axis), x, k_loss)
         grads, metrics = parallel.pmean(grads, axis), parallel.pmean(metrics, axis)
         new_params, new_opt = adam_parts(optimizer, grads, state.params, state.opt_state)
+        if stats is not None:  # the running averages of batch norm, averaged over devices
+            new_params["vae"] = {**new_params["vae"], "batch_stats": parallel.pmean(stats, axis)}
         skip = metrics["disc_accuracy"] > cfg.disc_skip_accuracy  # same on every device (pmean'd)
         new_params["disc"] = keep_if(skip, state.params["disc"], new_params["disc"])
         new_opt["disc"] = keep_if(skip, state.opt_state["disc"], new_opt["disc"])

@@ -91,5 +91,8 @@ class TwoStage(nn.Module):
 
 
 def combine(stage1_variables, upsampler_variables):
-    """TwoStage's variables from stage 1's and G's."""
-    return {"params": {"stage1": stage1_variables["params"], "upsampler": upsampler_variables["params"]}}
+    """TwoStage's variables from stage 1's (with its batch norms' running averages, if any) and G's."""
+    variables = {"params": {"stage1": stage1_variables["params"], "upsampler": upsampler_variables["params"]}}
+    if "batch_stats" in stage1_variables:
+        variables["batch_stats"] = {"stage1": stage1_variables["batch_stats"]}
+    return variables
