@@ -32,11 +32,12 @@ author's next networks ("convolutional layers, batch normalization layers, and a
 layers"; App. 5.C.1 defers chapter 5's to the code); its running averages are the "batch_stats"
 collection, updated by the training pass (``batch_statistics=True``) and used everywhere else.
 ``layout="thesis"`` follows that code's MNIST encoder and decoder instead (App. 5.C.1): each of the
-encoder's three stages is a stride-2 conv (kernels 5, 3, 3) to half the stage's channels, batch norm,
-CReLU (doubling them), then a 3×3 conv, norm and LeakyReLU(0.1); the decoder's first 3×3 conv (4w) is
-linear, and after it each resolution (S/4 after a nearest-neighbour resize, S/2 and S after the
-sub-pixel upsamplings, which stand in for its 4×4/2 transposed convs) has two 3×3 convs with norm
-and LeakyReLU(0.1), channels 4w, 2w, w. The code's exact paddings (28 → 15 → 8 → 4) are not copied:
+encoder's three stages is a stride-2 conv (kernels 5, 3, 3) to half the stage's channels, the norm
+(``norm``; the code's is batch norm), CReLU (doubling them), then a 3×3 conv, norm and
+LeakyReLU(0.1); the decoder's first 3×3 conv (4w) is linear (norm only), and after it each
+resolution has two 3×3 convs with norm and LeakyReLU(0.1), channels 4w at S/4 (after a
+nearest-neighbour resize), 2w at S/2 and w at S (the first of each pair a sub-pixel upsampling,
+standing in for the code's 4×4/2 transposed convs). The code's 4×4×256 map is w = 64. The code's exact paddings (28 → 15 → 8 → 4) are not copied:
 ours are "SAME" (28 → 14 → 7 → 4). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
 """
 
