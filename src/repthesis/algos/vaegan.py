@@ -202,8 +202,9 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
             mse = jnp.mean(jnp.square(recon - x))
             kl = jnp.mean(weighted_kl(mean, log_var, cfg))
             loss = mse + kl + cfg.adversarial_weight * adv + cfg.mi_weight * mi
-            return loss, (images, labels, code, getattr(net, "updated", None), {"loss": loss, "mse": mse, "weighted_kl": kl, "adversarial": adv,
-                                                 "kl": jnp.mean(obj.kl_to_standard_normal(mean, log_var))})
+            metrics = {"loss": loss, "mse": mse, "weighted_kl": kl, "adversarial": adv,
+                       "kl": jnp.mean(obj.kl_to_standard_normal(mean, log_var))}
+            return loss, (images, labels, code, getattr(net, "updated", None), metrics)
 
         def disc_loss(params_disc, images, labels, code):
             bce, mi, _, accuracy = disc_terms(params_disc, jax.lax.stop_gradient(images), labels, code)

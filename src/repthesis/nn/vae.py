@@ -37,8 +37,9 @@ encoder's three stages is a stride-2 conv (kernels 5, 3, 3) to half the stage's 
 LeakyReLU(0.1); the decoder's first 3×3 conv (4w) is linear (norm only), and after it each
 resolution has two 3×3 convs with norm and LeakyReLU(0.1), channels 4w at S/4 (after a
 nearest-neighbour resize), 2w at S/2 and w at S (the first of each pair a sub-pixel upsampling,
-standing in for the code's 4×4/2 transposed convs). The code's 4×4×256 map is w = 64. The code's exact paddings (28 → 15 → 8 → 4) are not copied:
-ours are "SAME" (28 → 14 → 7 → 4). Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
+standing in for the code's 4×4/2 transposed convs). The code's 4×4×256 map is w = 64. Its exact
+paddings (28 → 15 → 8 → 4) are not copied: ours are "SAME" (28 → 14 → 7 → 4).
+Modules are batched ([B, H, W, C] images) and never compute losses (STYLE.md §2).
 """
 
 from __future__ import annotations
