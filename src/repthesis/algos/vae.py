@@ -118,6 +118,18 @@ class BatchStatsRecorder:
         return out
 
 
+def training_network(network: VAE, norm: str):
+    """What a training loss calls: the network, or with batch norm its ``BatchStatsRecorder``."""
+    return BatchStatsRecorder(network) if norm == "batch" else network
+
+
+def with_batch_stats(params, stats, axis):
+    """``params`` with batch norm's new running averages (a recorder's ``updated``) averaged over
+    devices; unchanged when ``stats`` is None (no batch norm). Adam leaves "batch_stats" as they
+    were: they get no gradient."""
+    return params if stats is None else {**params, "batch_stats": parallel.pmean(stats, axis)}
+
+
 RECURRENT_MODULES = ("inference_lstm", "generation_lstm")  # crvae's block LSTMs (with their linear maps)
 
 
@@ -286,7 +298,7 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
         return VAEState(params, optimizer.init(params), k_run, jnp.zeros((), jnp.int32))
 
     def loss_fn(params, x, key):
-        net = BatchStatsRecorder(network) if cfg.norm == "batch" else network
+        net = training_network(network, cfg.norm)
         if cfg.iw_samples == 1:
             terms = elbo_terms(net, params, x, key, binary)
             bound = terms["elbo"]
@@ -309,9 +321,7 @@ def make_train(cfg: VAEConfig, train_images: np.ndarray, binary: bool, num_devic
         grads = parallel.pmean(grads, axis)
         metrics = parallel.pmean(metrics, axis)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)  # batch_stats get no gradient: Adam leaves them
-        if stats is not None:  # the running averages of batch norm, averaged over devices
-            params = {**params, "batch_stats": parallel.pmean(stats, axis)}
+        params = with_batch_stats(optax.apply_updates(state.params, updates), stats, axis)
         return VAEState(params, opt_state, rng, state.step + 1), metrics
 
     run_chunk, place = chunk_runner(step, init, cfg, mesh, data)

@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from repthesis.algos.vae import (BatchStatsRecorder, VAEConfig, chunk_runner, data_parallel, learning_rate, make_network,
-                                 make_optimizer, reconstruction_mse)
+from repthesis.algos.vae import (VAEConfig, chunk_runner, data_parallel, learning_rate, make_network, make_optimizer,
+                                 reconstruction_mse, training_network, with_batch_stats)
 from repthesis.gen import objectives as obj
 from repthesis.nn.vae import Discriminator, latent_side
 from repthesis.rl import parallel
@@ -196,7 +196,7 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
     def losses(params, x, key):
         """(gradients, metrics, the decoder's and encoder's new batch-norm averages or None)."""
         def gen_loss(params_vae):
-            net = BatchStatsRecorder(vae) if cfg.norm == "batch" else vae
+            net = training_network(vae, cfg.norm)
             mean, log_var, recon, images, labels, code = forward(net, {"vae": params_vae}, x, key)
             _, mi, adv, _ = disc_terms(jax.lax.stop_gradient(params["disc"]), images, labels, code)
             mse = jnp.mean(jnp.square(recon - x))
@@ -220,8 +220,7 @@ def make_train(cfg: VAEGANConfig, train_images: np.ndarray, binary: bool = False
         grads, metrics, stats = losses(parallel.per_device(state.params, axis), x, k_loss)
         grads, metrics = parallel.pmean(grads, axis), parallel.pmean(metrics, axis)
         new_params, new_opt = adam_parts(optimizer, grads, state.params, state.opt_state)
-        if stats is not None:  # the running averages of batch norm, averaged over devices
-            new_params["vae"] = {**new_params["vae"], "batch_stats": parallel.pmean(stats, axis)}
+        new_params["vae"] = with_batch_stats(new_params["vae"], stats, axis)
         skip = metrics["disc_accuracy"] > cfg.disc_skip_accuracy  # same on every device (pmean'd)
         new_params["disc"] = keep_if(skip, state.params["disc"], new_params["disc"])
         new_opt["disc"] = keep_if(skip, state.opt_state["disc"], new_opt["disc"])
